@@ -1,0 +1,19 @@
+"""fdshpo: exact forward-mode hypergradients (FDS) for SGD-momentum hyperparameter schedules."""
+
+from .forward import (
+    ForwardEngine,
+    ForwardState,
+    HypergradientResult,
+    InnerRunDiverged,
+    hypergradient,
+)
+from .outer import DEFAULT_STEP_SIZES, SignOptimizer, SignState
+from .schedule import DEFAULT_BOUNDS, HYPERPARAMETERS, Schedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BOUNDS", "DEFAULT_STEP_SIZES", "HYPERPARAMETERS", "ForwardEngine", "ForwardState",
+    "HypergradientResult", "InnerRunDiverged", "Schedule", "SignOptimizer", "SignState",
+    "__version__", "hypergradient",
+]

@@ -1,0 +1,71 @@
+"""Seeded minibatch streams over in-memory tensors, and held-out validation splits.
+
+No per-sample work happens in the inner loop: a batch is one ``index_select`` on tensors that
+already live on the target device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+def split_validation(num_examples: int, fraction: float, seed: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint (train_index, val_index) with round(fraction * N) validation examples.
+
+    The permutation comes from ``torch.Generator().manual_seed(seed)``, so the split is a
+    function of (N, fraction, seed) alone.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+    num_val = round(fraction * num_examples)
+    if num_val < 1 or num_val >= num_examples:
+        raise ValueError(
+            f"a validation fraction of {fraction} of {num_examples} examples leaves an empty "
+            "split; use a larger dataset or another fraction")
+    perm = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed))
+    return perm[num_val:].sort().values, perm[:num_val].sort().values
+
+
+class ShuffledBatches:
+    """Exactly ``num_steps`` minibatches of ``batch_size``, reshuffled every epoch.
+
+    Epoch e uses the permutation drawn from ``torch.Generator().manual_seed(seed + e)``; the last
+    incomplete batch of an epoch is dropped, so every batch has ``batch_size`` examples. Iterating
+    twice gives the same batches. ``start`` skips the first steps (for resuming a run).
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                 num_steps: int, seed: int, start: int = 0) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
+        if not 1 <= batch_size <= len(inputs):
+            raise ValueError(
+                f"batch_size must be between 1 and the number of examples ({len(inputs)}), "
+                f"got {batch_size}")
+        self.inputs, self.targets = inputs, targets
+        self.batch_size, self.num_steps, self.seed, self.start = batch_size, num_steps, seed, start
+        self.batches_per_epoch = len(inputs) // batch_size
+
+    def __len__(self) -> int:
+        return self.num_steps - self.start
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, perm = -1, None
+        for step in range(self.start, self.num_steps):
+            e, i = divmod(step, self.batches_per_epoch)
+            if e != epoch:
+                epoch = e
+                gen = torch.Generator().manual_seed(self.seed + e)
+                perm = torch.randperm(len(self.inputs), generator=gen).to(self.inputs.device)
+            index = perm[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.inputs.index_select(0, index), self.targets.index_select(0, index)
+
+
+def eval_batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole set in order, in batches of at most ``batch_size`` (views, no copies)."""
+    return [(inputs[i:i + batch_size], targets[i:i + batch_size])
+            for i in range(0, len(inputs), batch_size)]

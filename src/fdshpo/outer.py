@@ -1,0 +1,138 @@
+"""The outer update: sign-based, Rprop-like steps on the schedule's learned values.
+
+Every learned value lambda keeps a step size s and the sign of its previous hypergradient. Given a
+new hypergradient h:
+
+    if sign(h) == -previous sign:   s <- s * decay                  (decay = 0.5 by default)
+    lambda <- clip(lambda - sign(h) * s, lower, upper)
+
+A value has converged when s < tol * |lambda|; the outer loop stops when all learned values have.
+Only the sign of the hypergradient is used, never its magnitude. A zero hypergradient moves
+nothing and keeps the previous sign.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .schedule import HYPERPARAMETERS, Schedule, check_names
+
+#: Initial outer step sizes per hyperparameter type (the paper's reference values).
+DEFAULT_STEP_SIZES: dict[str, float] = {"lr": 0.1, "momentum": 0.1, "weight_decay": 3e-4}
+
+
+@dataclass(frozen=True)
+class SignState:
+    """Per learned value: current step size and last non-zero hypergradient sign (0 = none yet)."""
+
+    step_sizes: dict[str, torch.Tensor]
+    signs: dict[str, torch.Tensor]
+    count: int = 0
+
+    def to_dict(self) -> dict:
+        return {"step_sizes": {n: v.tolist() for n, v in self.step_sizes.items()},
+                "signs": {n: v.tolist() for n, v in self.signs.items()},
+                "count": self.count}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> SignState:
+        return cls({n: torch.tensor(v, dtype=torch.float64) for n, v in data["step_sizes"].items()},
+                   {n: torch.tensor(v, dtype=torch.float64) for n, v in data["signs"].items()},
+                   int(data.get("count", 0)))
+
+
+class SignOptimizer:
+    """Sign-based outer optimiser over a :class:`~fdshpo.Schedule`.
+
+    Args:
+        step_sizes: initial step size per learned hyperparameter name (all > 0); names absent
+            from it are not learned. Defaults to :data:`DEFAULT_STEP_SIZES`.
+        decay: factor applied to a value's step size when its hypergradient's sign flips, in (0, 1].
+        tol: convergence tolerance: a value converged when s < tol * |lambda|.
+
+    The optimiser is stateless; its state is the explicit :class:`SignState`.
+    """
+
+    def __init__(self, step_sizes: Mapping[str, float] | None = None, decay: float = 0.5,
+                 tol: float = 0.05) -> None:
+        step_sizes = dict(DEFAULT_STEP_SIZES if step_sizes is None else step_sizes)
+        if not step_sizes:
+            raise ValueError("step_sizes is empty; give a step size for each learned name")
+        check_names(list(step_sizes), "step size")
+        for name, size in step_sizes.items():
+            if not (isinstance(size, (int, float)) and math.isfinite(size) and size > 0):
+                raise ValueError(
+                    f"the outer step size for {name!r} must be a positive number, got {size!r}")
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        if not tol > 0:
+            raise ValueError(f"tol must be positive, got {tol}")
+        self.step_sizes = {n: float(step_sizes[n]) for n in HYPERPARAMETERS if n in step_sizes}
+        self.decay = float(decay)
+        self.tol = float(tol)
+
+    @property
+    def learn(self) -> tuple[str, ...]:
+        """The names this optimiser updates, in canonical order."""
+        return tuple(self.step_sizes)
+
+    def init(self, schedule: Schedule) -> SignState:
+        """Every learned value starts with its type's step size and no previous sign."""
+        sizes = {n: torch.full_like(schedule.values[n], s) for n, s in self.step_sizes.items()}
+        signs = {n: torch.zeros_like(schedule.values[n]) for n in self.step_sizes}
+        return SignState(sizes, signs, 0)
+
+    def update(self, schedule: Schedule, hypergradients: Mapping[str, torch.Tensor],
+               state: SignState) -> tuple[Schedule, SignState]:
+        """Apply one sign step; returns the new schedule and state (inputs are not modified).
+
+        Raises:
+            ValueError: a learned name is missing, a shape differs from the schedule's, or a
+                hypergradient is non-finite (nothing is applied then).
+        """
+        grads = {}
+        for name in self.step_sizes:
+            if name not in hypergradients:
+                raise ValueError(f"no hypergradient for learned hyperparameter {name!r}")
+            g = torch.as_tensor(hypergradients[name], dtype=torch.float64).reshape(-1)
+            if g.shape != schedule.values[name].shape:
+                raise ValueError(
+                    f"hypergradient for {name!r} has {g.numel()} entries but the schedule has "
+                    f"{schedule.values[name].numel()} segments")
+            bad = (~torch.isfinite(g)).nonzero().flatten().tolist()
+            if bad:
+                raise ValueError(
+                    f"hypergradient for {name!r} is not finite at segment(s) {bad} ({g.tolist()});"
+                    " the outer update was not applied")
+            grads[name] = g
+        new_values, new_sizes, new_signs = {}, {}, {}
+        for name, g in grads.items():
+            sign = torch.sign(g)
+            flipped = sign * state.signs[name] < 0
+            sizes = torch.where(flipped, state.step_sizes[name] * self.decay,
+                                state.step_sizes[name])
+            lower, upper = schedule.bounds[name]
+            new_values[name] = (schedule.values[name] - sign * sizes).clamp(lower, upper)
+            new_sizes[name] = sizes
+            new_signs[name] = torch.where(sign != 0, sign, state.signs[name])
+        return (schedule.with_values(new_values),
+                SignState(new_sizes, new_signs, state.count + 1))
+
+    def converged_mask(self, schedule: Schedule, state: SignState) -> dict[str, torch.Tensor]:
+        """Per learned value: s < tol * |lambda|."""
+        return {n: state.step_sizes[n] < self.tol * schedule.values[n].abs()
+                for n in self.step_sizes}
+
+    def converged(self, schedule: Schedule, state: SignState) -> bool:
+        """True when every learned value has converged."""
+        return all(bool(m.all()) for m in self.converged_mask(schedule, state).values())
+
+    def check_schedule(self, schedule: Schedule, learn: Sequence[str] | None = None) -> None:
+        """Raise ValueError when ``learn`` names something without a step size."""
+        missing = [n for n in (learn or ()) if n not in self.step_sizes]
+        if missing:
+            raise ValueError(f"no outer step size for learned hyperparameter(s) {missing}")

@@ -1,0 +1,62 @@
+"""An image-classification inner problem: dataset + network + batching + seeds -> InnerTasks.
+
+Seeds are derived, never global: for run seed S, outer step s and replica r,
+
+    validation split   seed S + 7919 * s          (a new split each outer step, shared by replicas)
+    network init       seed S + 104729 * r        (a replica keeps its init across outer steps)
+    batch order        seed S + 7919 * s + 15485863 * r   (+ epoch inside ShuffledBatches)
+
+so every outer step of every replica is reproducible from S alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data.batches import ShuffledBatches, eval_batches, split_validation
+from .data.sample import TensorDataset
+from .models import build_model
+from .tune import InnerTask
+
+
+@dataclass(frozen=True)
+class ClassificationProblem:
+    """Factory of :class:`~fdshpo.tune.InnerTask` for ``tune`` (a ``TaskFactory``)."""
+
+    dataset: TensorDataset
+    network: str = "lenet"
+    batch_size: int = 128
+    val_fraction: float = 0.05
+    val_batch_size: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float32
+
+    def split_seed(self, outer_step: int) -> int:
+        return self.seed + 7919 * outer_step
+
+    def init_seed(self, replica: int) -> int:
+        return self.seed + 104729 * replica
+
+    def order_seed(self, outer_step: int, replica: int) -> int:
+        return self.seed + 7919 * outer_step + 15485863 * replica
+
+    def model(self, replica: int = 0) -> torch.nn.Module:
+        net = build_model(self.network, self.dataset.input_shape, self.dataset.num_classes,
+                          self.init_seed(replica))
+        return net.to(device=self.device, dtype=self.dtype)
+
+    def __call__(self, outer_step: int, replica: int, num_steps: int) -> InnerTask:
+        ds = self.dataset
+        train_index, val_index = split_validation(len(ds.train_images), self.val_fraction,
+                                                  self.split_seed(outer_step))
+        x = ds.train_images.to(self.device, self.dtype)
+        y = ds.train_labels.to(self.device)
+        train_x, train_y = x[train_index.to(self.device)], y[train_index.to(self.device)]
+        val_x, val_y = x[val_index.to(self.device)], y[val_index.to(self.device)]
+        train = ShuffledBatches(train_x, train_y, self.batch_size, num_steps,
+                                self.order_seed(outer_step, replica))
+        return InnerTask(self.model(replica), train, eval_batches(val_x, val_y,
+                                                                  self.val_batch_size))
