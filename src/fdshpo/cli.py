@@ -1,0 +1,51 @@
+"""The ``fdshpo`` command: a thin dispatcher over one module per command in ``fdshpo.commands``.
+
+Each module in ``COMMAND_MODULES`` defines ``register(subparsers)``, which adds its sub-command
+and sets ``func`` (``func(args) -> int | None``) on the parser. Errors a user can fix
+(:class:`~fdshpo.errors.UserError`, ``ValueError``, ``FileNotFoundError``) print one
+``fdshpo: error: ...`` line and exit with status 2; ``FDSHPO_DEBUG=1`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import UserError
+
+COMMAND_MODULES = (
+    "fdshpo.commands.demo",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fdshpo",
+        description="Learn SGD-momentum hyperparameter schedules with exact forward-mode "
+                    "hypergradients (FDS).")
+    parser.add_argument("--version", action="version", version=f"fdshpo {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        if os.environ.get("FDSHPO_DEBUG"):
+            raise
+        print(f"fdshpo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fdshpo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``fdshpo`` sub-command; each defines ``register(subparsers)``."""
