@@ -1,5 +1,6 @@
 """fdshpo: exact forward-mode hypergradients (FDS) for SGD-momentum hyperparameter schedules."""
 
+from ._version import __version__
 from .forward import (
     ForwardEngine,
     ForwardState,
@@ -9,8 +10,6 @@ from .forward import (
 )
 from .outer import DEFAULT_STEP_SIZES, SignOptimizer, SignState
 from .schedule import DEFAULT_BOUNDS, HYPERPARAMETERS, Schedule
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BOUNDS", "DEFAULT_STEP_SIZES", "HYPERPARAMETERS", "ForwardEngine", "ForwardState",
