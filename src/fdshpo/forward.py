@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -38,6 +39,12 @@ from .inner import LossFn, sgd_momentum_update
 from .schedule import HYPERPARAMETERS, Schedule, check_names, segment_start
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+# torch loads its forward-AD decompositions through the deprecated torch.jit.script on first use
+# and warns about its own internals; load them here, quietly, once.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+    getattr(torch.autograd.forward_ad, "_maybe_load_decompositions", lambda: None)()
 
 
 class InnerRunDiverged(FloatingPointError):

@@ -1,0 +1,175 @@
+import copy
+
+import pytest
+import torch
+from nets import batches_for, tiny_conv_bn, tiny_mlp
+from reference import sgd_reference_trajectory, unrolled_reverse_hypergradient
+
+import fdshpo
+from fdshpo import InnerRunDiverged, Schedule, hypergradient
+from fdshpo.forward import ForwardEngine
+
+LOSS = torch.nn.functional.cross_entropy
+T = 11
+SCHEDULE = Schedule(T, {"lr": [0.1, 0.2, 0.05], "momentum": [0.9, 0.6],
+                        "weight_decay": [1e-2, 3e-3]})
+
+
+def _case(kind):
+    model = tiny_mlp() if kind == "mlp" else tiny_conv_bn()
+    data = "mlp" if kind == "mlp" else "conv"
+    return model, batches_for(data, T), batches_for(data, 2, batch=16, seed=7)
+
+
+def _assert_rel_close(ours, ref, rtol):
+    for name in ref:
+        err = (ours[name] - ref[name]).abs().max() / ref[name].abs().max()
+        assert err < rtol, f"{name}: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv_bn"])
+@pytest.mark.parametrize("learn", [("lr", "momentum", "weight_decay"), ("lr",),
+                                   ("momentum", "weight_decay")])
+def test_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind, learn):
+    model, train, val = _case(kind)
+    result = hypergradient(model, LOSS, train, val, SCHEDULE, learn=learn)
+    ref_loss, ref = unrolled_reverse_hypergradient(model, LOSS, train, val, SCHEDULE, learn)
+    assert set(result.grads) == set(learn)
+    for name in learn:
+        assert result.grads[name].shape == SCHEDULE.values[name].shape
+        assert result.grads[name].dtype == torch.float64
+    assert result.val_loss == pytest.approx(ref_loss, rel=1e-12)
+    _assert_rel_close(result.grads, ref, 1e-8)
+
+
+def test_hypergradients_agree_with_central_finite_differences():
+    model, train, val = _case("conv_bn")
+    result = hypergradient(model, LOSS, train, val, SCHEDULE)
+    eps = 1e-6
+    for name, values in SCHEDULE.values.items():
+        for k in range(values.numel()):
+            losses = []
+            for sign in (1, -1):
+                shifted = values.clone()
+                shifted[k] += sign * eps
+                schedule = SCHEDULE.with_values({name: shifted})
+                losses.append(hypergradient(model, LOSS, train, val, schedule, learn=(name,))
+                              .val_loss)
+            fd = (losses[0] - losses[1]) / (2 * eps)
+            assert result.grads[name][k].item() == pytest.approx(fd, rel=1e-5, abs=1e-9), \
+                (name, k)
+
+
+def test_segment_hypergradients_sum_to_the_single_value_hypergradient():
+    model, train, val = _case("mlp")
+    shared = Schedule.constant(T, lr=0.1, momentum=0.8, weight_decay=1e-2)
+    split = Schedule.constant(T, lr=0.1, momentum=0.8, weight_decay=1e-2,
+                              segments={"lr": 4, "momentum": 3, "weight_decay": 5})
+    one = hypergradient(model, LOSS, train, val, shared).grads
+    many = hypergradient(model, LOSS, train, val, split).grads
+    for name in one:
+        assert many[name].sum().item() == pytest.approx(one[name].item(), rel=1e-10)
+
+
+def test_final_parameters_equal_torch_optim_sgd():
+    model, train, val = _case("conv_bn")
+    result = hypergradient(model, LOSS, train, val, SCHEDULE)
+    reference = dict(sgd_reference_trajectory(model, LOSS, train, SCHEDULE).named_parameters())
+    for name, value in result.params.items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-11, atol=1e-13)
+
+
+def test_accepts_generators_and_leaves_the_model_untouched():
+    model, train, val = _case("conv_bn")
+    before = copy.deepcopy(model.state_dict())
+    from_list = hypergradient(model, LOSS, train, val, SCHEDULE)
+    from_gen = hypergradient(model, LOSS, (b for b in train), iter(val), SCHEDULE)
+    for name in from_list.grads:
+        assert torch.equal(from_list.grads[name], from_gen.grads[name])
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert from_list.train_losses.shape == (T,)
+    assert torch.isfinite(from_list.train_losses).all()
+
+
+def test_float32_models_work_and_stay_close_to_float64():
+    model, train, val = _case("mlp")
+    exact = hypergradient(model, LOSS, train, val, SCHEDULE).grads
+    f32 = [(x.float(), y) for x, y in train]
+    approx = hypergradient(copy.deepcopy(model).float(), LOSS, f32,
+                           [(x.float(), y) for x, y in val], SCHEDULE).grads
+    _assert_rel_close(approx, exact, 1e-3)
+
+
+def test_tangent_memory_does_not_grow_with_the_horizon():
+    model = tiny_mlp()
+    sizes = []
+    for horizon in (10, 100):
+        schedule = Schedule.constant(horizon, lr=0.1, segments={"lr": 7})
+        state = ForwardEngine(model, LOSS, schedule).init()
+        sizes.append(sum(t.numel() for t in (state.theta, state.velocity, state.Z, state.C)))
+    assert sizes[0] == sizes[1]
+
+
+def test_columns_of_segments_not_started_stay_exactly_zero():
+    model, train, _ = _case("mlp")
+    engine = ForwardEngine(model, LOSS, SCHEDULE)
+    state = engine.advance(engine.init(), train, until=5)  # lr segment 2 starts at step 8
+    column = engine.columns.index("lr", 2)
+    assert engine.columns.live(4) <= column
+    assert torch.count_nonzero(state.Z[column]) == 0 and torch.count_nonzero(state.C[column]) == 0
+
+
+def test_reference_clamps_are_off_by_default_and_change_the_result_when_on():
+    model, train, val = _case("mlp")
+    exact = hypergradient(model, LOSS, train, val, SCHEDULE).grads
+    clamped = hypergradient(model, LOSS, train, val, SCHEDULE, hvp_clamp=1e-3).grads
+    assert any(not torch.allclose(exact[n], clamped[n]) for n in exact)
+
+
+def test_wrong_number_of_batches_is_reported():
+    model, train, val = _case("mlp")
+    with pytest.raises(ValueError, match="train_batches ran out after 10 steps but the schedule "
+                                         "has 11 steps"):
+        hypergradient(model, LOSS, train[:10], val, SCHEDULE)
+    with pytest.raises(ValueError, match="yields more than the schedule's 11 steps"):
+        hypergradient(model, LOSS, train + train[:1], val, SCHEDULE)
+    with pytest.raises(ValueError, match="val_batches is empty"):
+        hypergradient(model, LOSS, train, [], SCHEDULE)
+
+
+def test_unknown_or_empty_learn_is_reported():
+    model, train, val = _case("mlp")
+    with pytest.raises(ValueError, match=r"unknown hyperparameter name\(s\) \['beta'\]"):
+        hypergradient(model, LOSS, train, val, SCHEDULE, learn=("lr", "beta"))
+    with pytest.raises(ValueError, match="learn must name at least one"):
+        hypergradient(model, LOSS, train, val, SCHEDULE, learn=())
+
+
+def test_divergence_reports_the_inner_step_where_it_happened():
+    model, train, val = _case("mlp")
+    # from step 6 on, theta is multiplied by ~1e200 per step: it overflows at step 7 or 8
+    schedule = Schedule(T, {"lr": [0.1, 1e100], "momentum": [0.9], "weight_decay": [0.0, -1e100]},
+                        bounds={"lr": (0.0, 1e101), "weight_decay": (-1e101, 1.0)})
+    with pytest.raises(InnerRunDiverged, match=r"the inner run diverged at step \d+ of 11"
+                                               r".*lower the learning rate") as info:
+        hypergradient(model, LOSS, train, val, schedule)
+    assert info.value.step >= 6  # lr segment 1 starts at step 6; earlier steps were finite
+    assert info.value.hyperparameters["lr"] == 1e100
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    model, train, val = _case("conv_bn")
+    cpu = hypergradient(model, LOSS, train, val, SCHEDULE).grads
+    def on_gpu(batches):
+        return [(x.cuda(), y.cuda()) for x, y in batches]
+
+    cuda = hypergradient(copy.deepcopy(model).cuda(), LOSS, on_gpu(train), on_gpu(val),
+                         SCHEDULE).grads
+    _assert_rel_close(cuda, cpu, 1e-8)
+
+
+def test_public_api_names():
+    assert fdshpo.hypergradient is hypergradient
+    assert fdshpo.Schedule is Schedule

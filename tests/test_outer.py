@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from fdshpo import Schedule, SignOptimizer, SignState
+
+
+def _schedule(lr=(0.5, 0.5), momentum=(0.5,), weight_decay=(0.0,), bounds=None):
+    return Schedule(10, {"lr": list(lr), "momentum": list(momentum),
+                         "weight_decay": list(weight_decay)}, bounds or {})
+
+
+def _step(opt, schedule, state, lr, momentum=(1.0,), weight_decay=(1.0,)):
+    grads = {"lr": torch.tensor(lr, dtype=torch.float64),
+             "momentum": torch.tensor(momentum, dtype=torch.float64),
+             "weight_decay": torch.tensor(weight_decay, dtype=torch.float64)}
+    return opt.update(schedule, {n: grads[n] for n in opt.learn}, state)
+
+
+def test_moves_against_the_sign_by_the_step_size_ignoring_magnitude():
+    opt = SignOptimizer({"lr": 0.1})
+    schedule = _schedule()
+    state = opt.init(schedule)
+    schedule, state = _step(opt, schedule, state, lr=[1e-9, -1e9])
+    assert schedule.values["lr"].tolist() == pytest.approx([0.4, 0.6])
+    assert schedule.values["momentum"].tolist() == [0.5]  # not learned: untouched
+
+
+def test_a_sign_flip_halves_that_values_step_only():
+    opt = SignOptimizer({"lr": 0.1})
+    schedule = _schedule()
+    state = opt.init(schedule)
+    script = [([1, 1], [0.4, 0.4], [0.1, 0.1]),
+              ([-1, 1], [0.45, 0.3], [0.05, 0.1]),    # first value flipped: 0.1 -> 0.05
+              ([1, 1], [0.425, 0.2], [0.025, 0.1]),   # flipped again
+              ([1, 1], [0.4, 0.1], [0.025, 0.1])]     # same sign: step kept
+    for grads, values, sizes in script:
+        schedule, state = _step(opt, schedule, state, lr=grads)
+        assert schedule.values["lr"].tolist() == pytest.approx(values)
+        assert state.step_sizes["lr"].tolist() == pytest.approx(sizes)
+
+
+def test_values_are_clipped_to_their_bounds():
+    opt = SignOptimizer({"lr": 0.3, "weight_decay": 1e-3})
+    schedule = _schedule(lr=(0.2, 0.9), bounds={"lr": (0.0, 1.0), "weight_decay": (0.0, 1e-2)})
+    state = opt.init(schedule)
+    schedule, state = _step(opt, schedule, state, lr=[1, -1], weight_decay=[1])
+    assert schedule.values["lr"].tolist() == pytest.approx([0.0, 1.0])
+    assert schedule.values["weight_decay"].tolist() == [0.0]
+
+
+def test_convergence_when_every_step_is_below_tol_times_the_value():
+    opt = SignOptimizer({"lr": 0.1}, decay=0.5, tol=0.05)
+    schedule = _schedule(lr=(0.5,))
+    state = opt.init(schedule)
+    flips = 0
+    while not opt.converged(schedule, state):
+        schedule, state = _step(opt, schedule, state, lr=[(-1) ** flips])
+        flips += 1
+        assert flips < 20
+    # 0.1 * 0.5^k < 0.05 * ~0.45 first holds after 3 halvings (4 updates)
+    assert flips == 4
+    assert state.step_sizes["lr"].item() < 0.05 * schedule.values["lr"].item()
+
+
+def test_zero_hypergradient_moves_nothing_and_keeps_the_previous_sign():
+    opt = SignOptimizer({"lr": 0.1})
+    schedule = _schedule(lr=(0.5,))
+    state = opt.init(schedule)
+    schedule, state = _step(opt, schedule, state, lr=[1])
+    schedule, state = _step(opt, schedule, state, lr=[0])
+    assert schedule.values["lr"].tolist() == pytest.approx([0.4])
+    schedule, state = _step(opt, schedule, state, lr=[-1])  # flips against the kept sign
+    assert state.step_sizes["lr"].tolist() == pytest.approx([0.05])
+
+
+def test_non_finite_hypergradients_are_never_applied():
+    opt = SignOptimizer({"lr": 0.1})
+    schedule = _schedule()
+    state = opt.init(schedule)
+    with pytest.raises(ValueError, match=r"hypergradient for 'lr' is not finite at segment\(s\) "
+                                         r"\[1\].*the outer update was not applied"):
+        _step(opt, schedule, state, lr=[1.0, float("nan")])
+    assert schedule.values["lr"].tolist() == [0.5, 0.5]
+
+
+def test_bad_settings_are_refused_with_the_reason():
+    with pytest.raises(ValueError, match="outer step size for 'lr' must be a positive number, "
+                                         "got -0.1"):
+        SignOptimizer({"lr": -0.1})
+    with pytest.raises(ValueError, match=r"unknown step size name\(s\) \['eta'\]"):
+        SignOptimizer({"eta": 0.1})
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\]"):
+        SignOptimizer({"lr": 0.1}, decay=1.5)
+    opt = SignOptimizer({"lr": 0.1})
+    with pytest.raises(ValueError, match="hypergradient for 'lr' has 3 entries but the schedule "
+                                         "has 2 segments"):
+        _step(opt, _schedule(), opt.init(_schedule()), lr=[1, 1, 1])
+
+
+def test_state_round_trips_through_plain_dicts():
+    opt = SignOptimizer()
+    schedule = _schedule()
+    schedule, state = _step(opt, schedule, opt.init(schedule), lr=[1, -1])
+    again = SignState.from_dict(state.to_dict())
+    assert again.count == 1
+    for name in state.step_sizes:
+        assert torch.equal(again.step_sizes[name], state.step_sizes[name])
+        assert torch.equal(again.signs[name], state.signs[name])
