@@ -1,7 +1,29 @@
-"""Datasets as normalised in-memory tensors, seeded minibatch streams and validation splits."""
+"""Datasets as normalised in-memory tensors, seeded minibatch streams and validation splits.
 
+``load_dataset(name, root=None, path=..., store=..., download=...)`` loads a registered dataset
+(``known_datasets()``: fashion-mnist-sample, fashion-mnist, mnist, cifar10, plus any added with
+``register_dataset``); ``prepare_dataset`` writes the checksummed bundle a pipeline shares
+between its steps and ``load_prepared`` reads it back.
+"""
+
+from .augment import random_crop_flip
 from .batches import ShuffledBatches, eval_batches, split_validation
-from .sample import TensorDataset, load_fashion_mnist_sample
+from .cifar import CifarFormatError
+from .idx import IdxFormatError
+from .registry import (
+    DataRequest,
+    DatasetNotFound,
+    default_data_root,
+    known_datasets,
+    load_dataset,
+    register_dataset,
+)
+from .sample import TensorDataset, load_fashion_mnist_sample, normalise_images
+from .standard import register_standard_datasets
 
-__all__ = ["ShuffledBatches", "TensorDataset", "eval_batches", "load_fashion_mnist_sample",
-           "split_validation"]
+register_standard_datasets()
+
+__all__ = ["CifarFormatError", "DataRequest", "DatasetNotFound", "IdxFormatError",
+           "ShuffledBatches", "TensorDataset", "default_data_root", "eval_batches",
+           "known_datasets", "load_dataset", "load_fashion_mnist_sample", "normalise_images",
+           "random_crop_flip", "register_dataset", "split_validation"]

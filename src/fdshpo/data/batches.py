@@ -10,6 +10,11 @@ from collections.abc import Iterator
 
 import torch
 
+from .augment import Augment
+
+#: Mixed into the seed of the per-step augmentation generator (so it differs from the order's).
+AUGMENT_SALT = 0x9E3779B97F4A7C15
+
 
 def split_validation(num_examples: int, fraction: float, seed: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,10 +40,15 @@ class ShuffledBatches:
     Epoch e uses the permutation drawn from ``torch.Generator().manual_seed(seed + e)``; the last
     incomplete batch of an epoch is dropped, so every batch has ``batch_size`` examples. Iterating
     twice gives the same batches. ``start`` skips the first steps (for resuming a run).
+
+    ``augment(images, generator)`` (e.g. :func:`~fdshpo.data.augment.random_crop_flip`) is
+    applied to each batch's inputs with a generator seeded from (seed, step) alone, so augmented
+    batches are reproducible too, resumed runs included.
     """
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                 num_steps: int, seed: int, start: int = 0) -> None:
+                 num_steps: int, seed: int, start: int = 0, augment: Augment | None = None
+                 ) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         if not 1 <= batch_size <= len(inputs):
@@ -47,6 +57,7 @@ class ShuffledBatches:
                 f"got {batch_size}")
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.num_steps, self.seed, self.start = batch_size, num_steps, seed, start
+        self.augment = augment
         self.batches_per_epoch = len(inputs) // batch_size
 
     def __len__(self) -> int:
@@ -61,7 +72,11 @@ class ShuffledBatches:
                 gen = torch.Generator().manual_seed(self.seed + e)
                 perm = torch.randperm(len(self.inputs), generator=gen).to(self.inputs.device)
             index = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            yield self.inputs.index_select(0, index), self.targets.index_select(0, index)
+            inputs = self.inputs.index_select(0, index)
+            if self.augment is not None:
+                seed = (self.seed * 1_000_003 + step) ^ AUGMENT_SALT
+                inputs = self.augment(inputs, torch.Generator().manual_seed(seed % 2**63))
+            yield inputs, self.targets.index_select(0, index)
 
 
 def eval_batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
