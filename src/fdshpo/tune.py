@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -39,6 +40,18 @@ class InnerTask:
 
 #: ``make_task(outer_step, replica, num_steps) -> InnerTask``; seeds are the factory's to derive.
 TaskFactory = Callable[[int, int, int], InnerTask]
+
+
+class InnerCheckpointer(Protocol):
+    """Runs one replica's inner training resumably (:class:`fdshpo.checkpoint.InnerCheckpointer`).
+
+    ``run`` must return exactly what :func:`~fdshpo.hypergradient` returns for the same task.
+    """
+
+    def run(self, task: InnerTask, schedule: Schedule, learn: Sequence[str], loss_fn: LossFn,
+            outer_step: int, replica: int,
+            on_step: Callable[[ForwardState], None] | None = None,
+            **engine_options) -> HypergradientResult: ...
 
 
 @dataclass(frozen=True)
@@ -114,10 +127,17 @@ def combine_hypergradients(per_replica: Sequence[Mapping[str, Sequence[float]]]
 def run_replica(
     make_task: TaskFactory, schedule: Schedule, learn: Sequence[str], outer_step: int,
     replica: int, loss_fn: LossFn, on_step: Callable[[ForwardState], None] | None = None,
-    **engine_options,
+    checkpointer: InnerCheckpointer | None = None, **engine_options,
 ) -> HypergradientResult:
-    """Hypergradients of one replica of one outer step (what the inner-training component runs)."""
+    """Hypergradients of one replica of one outer step (what the inner-training component runs).
+
+    With a ``checkpointer`` the inner run is delegated to ``checkpointer.run(...)``, which
+    resumes from its newest valid checkpoint and saves new ones as it goes.
+    """
     task = make_task(outer_step, replica, schedule.num_steps)
+    if checkpointer is not None:
+        return checkpointer.run(task, schedule, learn, loss_fn, outer_step, replica,
+                                on_step=on_step, **engine_options)
     return hypergradient(task.model, loss_fn, task.train_batches, task.val_batches, schedule,
                          learn, on_step=on_step, **engine_options)
 
@@ -152,6 +172,7 @@ def tune(
     resume: TuneState | None = None,
     callback: Callable[[TuneState], None] | None = None,
     progress: bool = False,
+    checkpointer: InnerCheckpointer | None = None,
     **engine_options,
 ) -> TuneResult:
     """Learn ``schedule``'s values by sign descent on exact FDS hypergradients.
@@ -166,6 +187,8 @@ def tune(
         callback: called with the new :class:`TuneState` after every outer step.
         progress: print one summary line per outer step, and a progress bar over the inner
             steps when stderr is a terminal (tqdm).
+        checkpointer: resumable inner runs (:class:`InnerCheckpointer`); with ``resume`` and a
+            checkpointing ``callback`` a killed run continues where it stopped.
         engine_options: ``grad_clamp`` / ``hvp_clamp`` for :class:`~fdshpo.ForwardEngine`.
     """
     optimizer = optimizer or SignOptimizer()
@@ -188,7 +211,7 @@ def tune(
                 results.append(run_replica(
                     make_task, state.schedule, optimizer.learn, state.next_outer_step, replica,
                     loss_fn, on_step=None if bar is None else _bar_updater(bar),
-                    **engine_options))
+                    checkpointer=checkpointer, **engine_options))
             state = apply_outer_update(optimizer, state, results,
                                        time.perf_counter() - started)
             if bar is not None:

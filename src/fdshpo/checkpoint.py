@@ -1,0 +1,228 @@
+"""Checkpoint and resume: inner runs every N steps, the outer loop after every outer step.
+
+Inner checkpoint (``layout.inner_checkpoint``): the whole :class:`~fdshpo.ForwardState`
+(theta, velocity, tangents Z and C, training losses so far, step), the torch CPU RNG state, and
+a fingerprint of what the run computes (schedule, learned names, outer step, replica, engine
+options, sizes). The data order needs nothing more: a task's batch stream is a function of its
+seed and the step (:class:`~fdshpo.data.batches.ShuffledBatches` restarts at ``start=step``;
+any other iterable is advanced past the steps already done). Resuming therefore repeats exactly
+the computation an uninterrupted run does: the hypergradients are bit-identical on the CPU.
+
+A finished replica's result goes to ``layout.replica_result`` and its inner checkpoints are
+removed; a rerun of that replica returns the stored result without training.
+
+Outer checkpoint (``layout.outer_checkpoint``): ``TuneState.to_dict()`` after each outer step.
+:meth:`OuterCheckpointer.latest` returns the newest checkpoint that reads back intact (sha256
+checked), so a checkpoint cut short by a crash is skipped, never trusted.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import itertools
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+from .data.batches import ShuffledBatches
+from .forward import Batch, ForwardEngine, ForwardState, HypergradientResult
+from .inner import LossFn
+from .schedule import Schedule
+from .store.base import ArtifactExists, ArtifactNotFound, ArtifactStore, StoreError
+from .store.layout import RunLayout
+from .tune import InnerTask, TuneState
+
+#: Default inner checkpoint interval in steps (bench/store.py: well under 5% of a step's time).
+DEFAULT_EVERY = 200
+
+
+def fingerprint(schedule: Schedule, learn: Sequence[str], outer_step: int, replica: int,
+                **engine_options) -> str:
+    """sha256 naming what an inner run computes; a checkpoint only resumes an equal run."""
+    blob = json.dumps({"schedule": schedule.to_dict(), "learn": list(learn),
+                       "outer_step": outer_step, "replica": replica,
+                       "engine": {k: engine_options[k] for k in sorted(engine_options)}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def encode_state(state: ForwardState, meta: dict) -> bytes:
+    """``torch.save`` bytes of the state's tensors (on the CPU) and ``meta``."""
+    buffer = io.BytesIO()
+    torch.save({"step": int(state.step), "theta": state.theta.cpu(),
+                "velocity": state.velocity.cpu(), "Z": state.Z.cpu(), "C": state.C.cpu(),
+                "train_losses": state.train_losses.cpu(), "rng": torch.get_rng_state(),
+                "meta": meta}, buffer)
+    return buffer.getvalue()
+
+
+def decode_state(data: bytes, device: torch.device | str = "cpu"
+                 ) -> tuple[ForwardState, torch.Tensor, dict]:
+    """(state on ``device``, CPU RNG state, meta) from :func:`encode_state` bytes."""
+    raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    state = ForwardState(int(raw["step"]), *(raw[k].to(device) for k in
+                                               ("theta", "velocity", "Z", "C", "train_losses")))
+    return state, raw["rng"], raw["meta"]
+
+
+def resume_batches(batches: Iterable[Batch], start: int) -> Iterable[Batch]:
+    """The batch stream from step ``start`` on (batches of steps < start are not replayed)."""
+    if start == 0:
+        return batches
+    if isinstance(batches, ShuffledBatches):
+        resumed = copy.copy(batches)
+        resumed.start = batches.start + start
+        return resumed
+    return itertools.islice(iter(batches), start, None)
+
+
+def encode_result(result: HypergradientResult, fp: str, seconds: float) -> dict:
+    return {"fingerprint": fp, "val_loss": result.val_loss,
+            "grads": {n: g.tolist() for n, g in result.grads.items()},
+            "train_losses": result.train_losses.to(torch.float64).tolist(),
+            "seconds": seconds}
+
+
+def decode_result(data: dict) -> HypergradientResult:
+    """A stored replica result; ``params`` (theta_T) is not stored and comes back empty."""
+    return HypergradientResult(float(data["val_loss"]),
+                               {n: torch.tensor(g, dtype=torch.float64)
+                                for n, g in data["grads"].items()},
+                               torch.tensor(data["train_losses"], dtype=torch.float64), {})
+
+
+class InnerCheckpointer:
+    """Resumable inner runs of one tracked run (pass it to ``tune``/``run_replica``).
+
+    Args:
+        store: where checkpoints and replica results go.
+        layout: the run's keys (:class:`~fdshpo.store.layout.RunLayout`).
+        every: save the state every ``every`` inner steps (0 disables inner checkpoints; the
+            replica result is still stored and reused).
+        keep: how many of a replica's newest inner checkpoints to keep while it runs.
+    """
+
+    def __init__(self, store: ArtifactStore, layout: RunLayout, every: int = DEFAULT_EVERY,
+                 keep: int = 2) -> None:
+        if not isinstance(every, int) or every < 0:
+            raise ValueError(f"checkpoint interval must be a non-negative int, got {every!r}")
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.store, self.layout, self.every, self.keep = store, layout, every, keep
+        self.saved_seconds = 0.0  # time spent writing inner checkpoints (for the benchmark)
+
+    # -- inner checkpoints ---------------------------------------------------------------------
+    def checkpoints(self, outer_step: int, replica: int) -> list[str]:
+        return self.store.list(self.layout.inner_checkpoints(outer_step, replica))
+
+    def save(self, state: ForwardState, outer_step: int, replica: int, fp: str) -> str:
+        started = time.perf_counter()
+        key = self.layout.inner_checkpoint(outer_step, replica, state.step)
+        self.store.put_bytes(key, encode_state(state, {"fingerprint": fp}), overwrite=True)
+        for old in self.checkpoints(outer_step, replica)[:-self.keep]:
+            self.store.delete(old)
+        self.saved_seconds += time.perf_counter() - started
+        return key
+
+    def load(self, outer_step: int, replica: int, fp: str, device="cpu"
+             ) -> ForwardState | None:
+        """The newest intact checkpoint of this run, or None (invalid ones are skipped)."""
+        for key in reversed(self.checkpoints(outer_step, replica)):
+            try:
+                state, rng, meta = decode_state(self.store.get_bytes(key), device)
+            except (StoreError, RuntimeError, KeyError, EOFError) as exc:
+                warnings.warn(f"skipping unreadable checkpoint {key}: {exc}", stacklevel=2)
+                continue
+            if meta.get("fingerprint") != fp:
+                warnings.warn(f"skipping checkpoint {key}: it belongs to a different run "
+                              "configuration", stacklevel=2)
+                continue
+            torch.set_rng_state(rng)
+            return state
+        return None
+
+    # -- the resumable replica -----------------------------------------------------------------
+    def result(self, outer_step: int, replica: int, fp: str | None = None
+               ) -> HypergradientResult | None:
+        """The stored result of a finished replica (None when absent or of another config)."""
+        try:
+            data = self.store.get_json(self.layout.replica_result(outer_step, replica))
+        except ArtifactNotFound:
+            return None
+        if fp is not None and data.get("fingerprint") != fp:
+            raise StoreError(
+                f"replica {replica} of outer step {outer_step} in {self.layout.prefix} was "
+                "computed with a different schedule or configuration; start a new run id")
+        return decode_result(data)
+
+    def run(self, task: InnerTask, schedule: Schedule, learn: Sequence[str], loss_fn: LossFn,
+            outer_step: int, replica: int,
+            on_step: Callable[[ForwardState], None] | None = None,
+            **engine_options) -> HypergradientResult:
+        """``hypergradient(...)`` of the task, resumed from and checkpointed to the store."""
+        fp = fingerprint(schedule, learn, outer_step, replica, **engine_options)
+        done = self.result(outer_step, replica, fp)
+        if done is not None:
+            return done
+        started = time.perf_counter()
+        engine = ForwardEngine(task.model, loss_fn, schedule, learn, **engine_options)
+        state = None
+        if self.every:
+            state = self.load(outer_step, replica, fp, engine.device)
+        state = state or engine.init()
+        T = schedule.num_steps
+
+        def step_hook(st: ForwardState) -> None:
+            if on_step is not None:
+                on_step(st)
+            if self.every and st.step % self.every == 0 and st.step < T:
+                self.save(st, outer_step, replica, fp)
+
+        iterator = iter(resume_batches(task.train_batches, state.step))
+        state = engine.advance(state, iterator, on_step=step_hook)
+        for _ in iterator:
+            raise ValueError(f"train_batches yields more than the schedule's {T} steps; "
+                             "give exactly one batch per inner step")
+        result = engine.finish(state, task.val_batches)
+        self.store.put_json(self.layout.replica_result(outer_step, replica),
+                            encode_result(result, fp, time.perf_counter() - started))
+        for key in self.checkpoints(outer_step, replica):
+            self.store.delete(key)
+        return result
+
+
+class OuterCheckpointer:
+    """``TuneState`` after every outer step; ``latest()`` for ``tune(..., resume=...)``."""
+
+    def __init__(self, store: ArtifactStore, layout: RunLayout) -> None:
+        self.store, self.layout = store, layout
+
+    def save(self, state: TuneState) -> str:
+        """Write the state after outer step ``next_outer_step - 1`` (write-once; a damaged
+        checkpoint left by a crash is replaced)."""
+        key = self.layout.outer_checkpoint(state.next_outer_step - 1)
+        try:
+            self.store.put_json(key, state.to_dict())
+        except ArtifactExists:
+            try:
+                self.store.get_json(key)
+            except (StoreError, ValueError):
+                self.store.put_json(key, state.to_dict(), overwrite=True)
+            else:
+                raise
+        return key
+
+    def latest(self) -> TuneState | None:
+        """The newest outer checkpoint that reads back intact, or None."""
+        for key in reversed(self.store.list(self.layout.outer_checkpoints)):
+            try:
+                return TuneState.from_dict(self.store.get_json(key))
+            except (StoreError, ValueError, KeyError, TypeError) as exc:
+                warnings.warn(f"skipping unreadable outer checkpoint {key}: {exc}",
+                              stacklevel=2)
+        return None

@@ -1,0 +1,192 @@
+"""The artifact store interface: keyed, checksummed, write-once blobs.
+
+Every artifact is stored with the sha256 of its bytes; :meth:`ArtifactStore.get_bytes` recomputes
+it and raises :class:`IntegrityError` on a mismatch. ``put_*`` never silently replaces a finished
+artifact: with ``overwrite=False`` (the default) writing different bytes to an existing key
+raises :class:`ArtifactExists`, while writing the very same bytes again is a no-op (so a retried
+or resumed step can repeat its writes). Pointers that are meant to move (an experiment's latest
+schedule) are written with ``overwrite=True``.
+
+Keys are ``/``-separated relative paths of safe characters (letters, digits, ``._-=+@``); no
+part is empty or starts with ``.``. Implementations provide the ``_raw_*`` primitives; integrity and
+the write-once rule live here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from ..errors import UserError
+
+_KEY_PART = re.compile(r"^[A-Za-z0-9_=+@-][A-Za-z0-9._=+@-]*$")
+
+
+class StoreError(UserError):
+    """The store cannot be used as configured (credentials, bucket, endpoint, path)."""
+
+
+class ArtifactNotFound(StoreError, KeyError):
+    """No artifact under the key."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ArtifactExists(StoreError):
+    """A different artifact is already stored under the key (finished artifacts are final)."""
+
+
+class IntegrityError(StoreError):
+    """The bytes read back do not match the sha256 recorded when they were written."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid artifact key, else raise ``ValueError`` saying why."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"artifact key must be a non-empty string, got {key!r}")
+    for part in key.split("/"):
+        if part in ("", ".", "..") or not _KEY_PART.match(part):
+            raise ValueError(
+                f"invalid artifact key {key!r}: use '/'-separated parts of letters, digits and "
+                "'._=+@-', no part empty or starting with '.'")
+    return key
+
+
+def check_name(name: str, what: str) -> str:
+    """Validate one key part (an experiment or run name)."""
+    if not isinstance(name, str) or "/" in name or name in ("", ".", "..") \
+            or not _KEY_PART.match(name):
+        raise ValueError(
+            f"invalid {what} {name!r}: use letters, digits and '._=+@-' (not starting with '.')")
+    return name
+
+
+class ArtifactStore(ABC):
+    """Write-once, sha256-verified blobs under string keys. See the module docstring."""
+
+    #: the store's URI (``file:///abs/path`` or ``s3://bucket/prefix``; never credentials)
+    uri: str
+
+    # -- primitives each backend provides ------------------------------------------------------
+    @abstractmethod
+    def _raw_put(self, key: str, data: bytes, sha256: str) -> None:
+        """Store ``data`` atomically (a reader sees the old or the new object, never a part)."""
+
+    @abstractmethod
+    def _raw_get(self, key: str) -> tuple[bytes, str | None]:
+        """(bytes, recorded sha256 or None); raise ArtifactNotFound when absent."""
+
+    @abstractmethod
+    def _raw_checksum(self, key: str) -> str | None:
+        """The recorded sha256 of ``key`` (None if the object has none); ArtifactNotFound."""
+
+    @abstractmethod
+    def _raw_list(self, prefix: str) -> list[str]:
+        """All keys starting with ``prefix`` (sorted)."""
+
+    @abstractmethod
+    def _raw_delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+
+    # -- the interface -------------------------------------------------------------------------
+    def put_bytes(self, key: str, data: bytes, overwrite: bool = False) -> str:
+        """Store ``data`` under ``key``; returns its sha256.
+
+        Raises ArtifactExists when ``overwrite`` is False and different bytes are stored there.
+        """
+        check_key(key)
+        data = bytes(data)
+        digest = sha256_hex(data)
+        if not overwrite:
+            try:
+                existing = self._raw_checksum(key)
+            except ArtifactNotFound:
+                existing = None
+            else:
+                if existing == digest:
+                    return digest
+                raise ArtifactExists(
+                    f"{self.uri}: {key!r} already holds a different artifact (sha256 "
+                    f"{existing}); finished artifacts are never overwritten: write to a new key "
+                    "(e.g. a new run id)")
+        self._raw_put(key, data, digest)
+        return digest
+
+    def get_bytes(self, key: str) -> bytes:
+        """The bytes stored under ``key``, verified against their recorded sha256.
+
+        Raises ArtifactNotFound, or IntegrityError when the bytes do not match the checksum.
+        """
+        check_key(key)
+        data, recorded = self._raw_get(key)
+        actual = sha256_hex(data)
+        if recorded is None:
+            raise IntegrityError(
+                f"{self.uri}: {key!r} has no recorded sha256 (it was not written by fdshpo); "
+                "cannot verify it")
+        if actual != recorded:
+            raise IntegrityError(
+                f"{self.uri}: {key!r} is corrupt: sha256 {actual} but {recorded} was recorded "
+                "when it was written; rewrite it from its source or resume from an earlier "
+                "checkpoint")
+        return data
+
+    def put_json(self, key: str, obj, overwrite: bool = False) -> str:
+        """``put_bytes`` of canonical JSON (sorted keys, so equal objects give equal bytes)."""
+        text = json.dumps(obj, sort_keys=True, indent=1, allow_nan=True)
+        return self.put_bytes(key, text.encode(), overwrite)
+
+    def get_json(self, key: str):
+        return json.loads(self.get_bytes(key))
+
+    def put_file(self, key: str, path: str | Path, overwrite: bool = False) -> str:
+        return self.put_bytes(key, Path(path).read_bytes(), overwrite)
+
+    def get_file(self, key: str, path: str | Path) -> Path:
+        """Write the verified artifact to ``path`` atomically (parents created)."""
+        data = self.get_bytes(key)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False,
+                                         prefix=f".{path.name}.") as tmp:
+            tmp.write(data)
+        shutil.move(tmp.name, path)
+        return path
+
+    def exists(self, key: str) -> bool:
+        check_key(key)
+        try:
+            self._raw_checksum(key)
+        except ArtifactNotFound:
+            return False
+        return True
+
+    def checksum(self, key: str) -> str:
+        """The sha256 recorded for ``key`` (no download). Raises ArtifactNotFound."""
+        check_key(key)
+        digest = self._raw_checksum(key)
+        if digest is None:
+            raise IntegrityError(f"{self.uri}: {key!r} has no recorded sha256")
+        return digest
+
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys that start with ``prefix`` (a plain string prefix, not a glob)."""
+        return sorted(self._raw_list(prefix))
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (used for superseded intermediate checkpoints only)."""
+        check_key(key)
+        self._raw_delete(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"

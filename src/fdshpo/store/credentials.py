@@ -1,0 +1,111 @@
+"""Where the S3 endpoint and keys come from; they never enter records, logs or messages.
+
+Endpoint: the ``s3_endpoint`` argument (CLI ``--s3-endpoint``), else ``AWS_ENDPOINT_URL``, else
+AWS S3 (``https://s3.amazonaws.com``). ``http://`` / ``https://`` choose TLS explicitly; a bare
+``host:port`` uses TLS unless the host is loopback (``localhost``, ``127.*``, ``::1``).
+
+Keys, first found wins:
+
+1. ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` (``AWS_SESSION_TOKEN`` optional);
+2. files named by ``AWS_ACCESS_KEY_ID_FILE`` and ``AWS_SECRET_ACCESS_KEY_FILE``;
+3. a mounted Kubernetes Secret directory, ``FDSHPO_S3_SECRET_DIR`` (default
+   ``/var/run/secrets/fdshpo/s3``), holding ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
+   or ``accesskey`` / ``secretkey`` (the key names of KFP's ``mlpipeline-minio-artifact``).
+
+Region: ``AWS_REGION`` or ``AWS_DEFAULT_REGION`` (optional).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .base import StoreError
+
+DEFAULT_SECRET_DIR = "/var/run/secrets/fdshpo/s3"
+_KEY_FILE_NAMES = (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("accesskey", "secretkey"))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """``host[:port]`` and whether to use TLS."""
+
+    host: str
+    secure: bool
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.secure else 'http'}://{self.host}"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """S3 keys; ``repr`` hides them so they cannot leak through a log line or a traceback."""
+
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    source: str = ""
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_endpoint(endpoint: str | None = None) -> Endpoint:
+    """The endpoint from the argument or ``AWS_ENDPOINT_URL`` (see the module docstring)."""
+    raw = endpoint or os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+    if "://" in raw:
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise StoreError(f"S3 endpoint {raw!r} is not an http(s) URL; give e.g. "
+                             "http://127.0.0.1:9000 or https://minio.example.com")
+        if parts.path not in ("", "/") or "@" in parts.netloc:
+            raise StoreError(f"S3 endpoint {raw!r} must be scheme://host[:port] only (no path, "
+                             "no user info; keys go in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
+        return Endpoint(parts.netloc, parts.scheme == "https")
+    return Endpoint(raw.rstrip("/"), not is_loopback(raw.rstrip("/")))
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def resolve_credentials(environ: dict | None = None) -> Credentials:
+    """Keys from the environment, ``*_FILE`` variables or a mounted Secret directory.
+
+    Raises StoreError naming the variables to set when none are found.
+    """
+    env = os.environ if environ is None else environ
+    token = env.get("AWS_SESSION_TOKEN") or None
+    access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if access and secret:
+        return Credentials(access, secret, token, "environment")
+    access_file, secret_file = env.get("AWS_ACCESS_KEY_ID_FILE"), env.get(
+        "AWS_SECRET_ACCESS_KEY_FILE")
+    if access_file and secret_file:
+        try:
+            return Credentials(_read(Path(access_file)), _read(Path(secret_file)), token,
+                               "AWS_*_FILE")
+        except OSError as exc:
+            raise StoreError(f"cannot read the S3 key file {exc.filename}: {exc.strerror}; "
+                             "check AWS_ACCESS_KEY_ID_FILE / AWS_SECRET_ACCESS_KEY_FILE") from None
+    secret_dir = Path(env.get("FDSHPO_S3_SECRET_DIR") or DEFAULT_SECRET_DIR)
+    for access_name, secret_name in _KEY_FILE_NAMES:
+        a, s = secret_dir / access_name, secret_dir / secret_name
+        if a.is_file() and s.is_file():
+            return Credentials(_read(a), _read(s), token, f"secret directory {secret_dir}")
+    raise StoreError(
+        "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+        "AWS_ACCESS_KEY_ID_FILE and AWS_SECRET_ACCESS_KEY_FILE, or mount a Secret with keys "
+        f"accesskey/secretkey at {secret_dir} (FDSHPO_S3_SECRET_DIR)")

@@ -1,0 +1,106 @@
+"""Where each artifact of an experiment and run lives in a store (one place for every key).
+
+    experiments/<experiment>/latest.json                 pointer: newest successful run + schedule
+    experiments/<experiment>/runs/<run>/
+        config.json                                      the run's configuration (no credentials)
+        steps/<outer:04d>.json                           per outer step: schedule used,
+                                                         hypergradients, val loss, step sizes, time
+        replicas/<outer:04d>/<replica:03d>.json          one replica's hypergradients + val loss
+        checkpoints/outer/<outer:04d>.json               TuneState after outer step <outer>
+        checkpoints/inner/<outer:04d>/<replica:03d>/<step:08d>.pt
+                                                         inner run state (theta, v, Z, C, step)
+        schedule.json                                    the final learned schedule
+        metrics.json                                     final metrics (e.g. test accuracy)
+        plots/<name>.png                                 schedule, hypergradient signs, val loss
+        report.html                                      self-contained HTML report
+        run.json                                         the run record: written LAST, with the
+                                                         sha256 of every artifact above; a run
+                                                         without it is not complete
+
+Experiment and run names are single key parts (letters, digits, ``._=+@-``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import check_name
+
+EXPERIMENTS = "experiments"
+
+
+def experiment_prefix(experiment: str) -> str:
+    return f"{EXPERIMENTS}/{check_name(experiment, 'experiment name')}"
+
+
+def latest_pointer(experiment: str) -> str:
+    return f"{experiment_prefix(experiment)}/latest.json"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The keys of one run (see the module docstring)."""
+
+    experiment: str
+    run_id: str
+
+    def __post_init__(self) -> None:
+        check_name(self.experiment, "experiment name")
+        check_name(self.run_id, "run id")
+
+    @property
+    def prefix(self) -> str:
+        return f"{experiment_prefix(self.experiment)}/runs/{self.run_id}"
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}"
+
+    @property
+    def config(self) -> str:
+        return self.key("config.json")
+
+    @property
+    def record(self) -> str:
+        return self.key("run.json")
+
+    @property
+    def schedule(self) -> str:
+        return self.key("schedule.json")
+
+    @property
+    def metrics(self) -> str:
+        return self.key("metrics.json")
+
+    @property
+    def report(self) -> str:
+        return self.key("report.html")
+
+    def plot(self, name: str) -> str:
+        return self.key(f"plots/{check_name(name, 'plot name')}.png")
+
+    def step(self, outer_step: int) -> str:
+        return self.key(f"steps/{outer_step:04d}.json")
+
+    def replica_result(self, outer_step: int, replica: int) -> str:
+        return self.key(f"replicas/{outer_step:04d}/{replica:03d}.json")
+
+    def outer_checkpoint(self, outer_step: int) -> str:
+        return self.key(f"checkpoints/outer/{outer_step:04d}.json")
+
+    @property
+    def outer_checkpoints(self) -> str:
+        return self.key("checkpoints/outer/")
+
+    def inner_checkpoints(self, outer_step: int, replica: int) -> str:
+        return self.key(f"checkpoints/inner/{outer_step:04d}/{replica:03d}/")
+
+    def inner_checkpoint(self, outer_step: int, replica: int, step: int) -> str:
+        return f"{self.inner_checkpoints(outer_step, replica)}{step:08d}.pt"
+
+
+def parse_run_key(key: str) -> tuple[str, str] | None:
+    """(experiment, run) of a key inside a run, else None."""
+    parts = key.split("/")
+    if len(parts) >= 5 and parts[0] == EXPERIMENTS and parts[2] == "runs":
+        return parts[1], parts[3]
+    return None

@@ -1,0 +1,191 @@
+"""S3 as an artifact store, through the ``minio`` client (MinIO, SeaweedFS, AWS S3, ...).
+
+``s3://bucket/prefix``: the artifact ``key`` is the object ``prefix/key`` and its sha256 is the
+object's user metadata ``x-amz-meta-sha256``. A put is one PUT (or one multipart upload that
+completes atomically), so a reader never sees a partial object.
+
+Failures: transient errors (connection resets and refusals, timeouts, 5xx, ``SlowDown``) are
+retried with exponential backoff (0.5 s, 1 s, 2 s ...) within ``deadline`` seconds (default 15);
+wrong credentials, a missing bucket or an unreachable endpoint then end in a :class:`StoreError`
+saying what to fix. Messages name the endpoint and bucket, never the keys.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, S3Error, ServerError
+
+from .base import ArtifactNotFound, ArtifactStore, StoreError
+from .credentials import Credentials, Endpoint
+
+T = TypeVar("T")
+
+_META_KEY = "sha256"
+_TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout",
+                    "OperationAborted", "RequestTimeTooSkewed"}
+_CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
+                     "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "InvalidSecurity"}
+
+
+class S3Store(ArtifactStore):
+    """Artifacts as objects under ``s3://bucket/prefix``.
+
+    Args:
+        bucket, prefix: where the artifacts live (the prefix may be empty).
+        endpoint: host and TLS choice (:func:`~fdshpo.store.credentials.parse_endpoint`).
+        credentials: the keys (:func:`~fdshpo.store.credentials.resolve_credentials`).
+        region: optional region name.
+        connect_timeout / read_timeout: per-request socket timeouts in seconds.
+        deadline: seconds within which a failing operation is retried before giving up.
+    """
+
+    def __init__(self, bucket: str, prefix: str, endpoint: Endpoint, credentials: Credentials,
+                 region: str | None = None, connect_timeout: float = 4.0,
+                 read_timeout: float = 60.0, deadline: float = 15.0) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint = endpoint
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.deadline = float(deadline)
+        self._secrets = tuple(s for s in (credentials.secret_key, credentials.session_token) if s)
+        self._source = credentials.source
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            retries=False, maxsize=10)
+        self._client = Minio(endpoint.host, access_key=credentials.access_key,
+                             secret_key=credentials.secret_key,
+                             session_token=credentials.session_token, secure=endpoint.secure,
+                             region=region, http_client=http)
+        self._bucket_checked = False
+
+    # -- error handling ------------------------------------------------------------------------
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _where(self) -> str:
+        return f"S3 endpoint {self.endpoint.url}, bucket {self.bucket!r}"
+
+    def _fail(self, exc: Exception, what: str) -> StoreError:
+        if isinstance(exc, S3Error):
+            if exc.code in _CREDENTIAL_CODES:
+                return StoreError(self._redact(
+                    f"{self._where()} refused the credentials from {self._source} "
+                    f"({exc.code}) while trying to {what}: check AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (or the mounted Secret) and the bucket's policy"))
+            if exc.code == "NoSuchBucket":
+                return self._no_bucket()
+            return StoreError(self._redact(
+                f"{self._where()}: cannot {what}: {exc.code}: {exc.message}"))
+        if isinstance(exc, urllib3.exceptions.HTTPError):
+            reason = getattr(exc, "reason", None) or exc
+            return StoreError(self._redact(
+                f"cannot reach {self._where()} to {what} within {self.deadline:.0f}s "
+                f"({type(reason).__name__}): check --s3-endpoint / AWS_ENDPOINT_URL, that "
+                "the server is running, and http:// vs https://"))
+        if isinstance(exc, InvalidResponseError):
+            return StoreError(self._redact(
+                f"{self._where()}: cannot {what}: the endpoint answered HTTP "
+                f"{getattr(exc, '_code', '?')} without an S3 error body; is it an S3 server? "
+                "check --s3-endpoint / AWS_ENDPOINT_URL"))
+        return StoreError(self._redact(f"{self._where()}: cannot {what}: {exc}"))
+
+    def _no_bucket(self) -> StoreError:
+        return StoreError(
+            f"{self._where()}: the bucket does not exist; create it with "
+            f"`fdshpo store init s3://{self.bucket}` (or ask the store's administrator)")
+
+    @staticmethod
+    def _transient(exc: Exception) -> bool:
+        if isinstance(exc, S3Error):
+            return exc.code in _TRANSIENT_CODES
+        if isinstance(exc, InvalidResponseError):
+            return (getattr(exc, "_code", 0) or 0) >= 500
+        return isinstance(exc, (ServerError, urllib3.exceptions.HTTPError))
+
+    def _call(self, what: str, fn: Callable[[], T], check_bucket: bool = True) -> T:
+        if check_bucket and not self._bucket_checked:
+            if not self._call("check the bucket", self._bucket_exists, check_bucket=False):
+                raise self._no_bucket()
+            self._bucket_checked = True
+        started, delay = time.monotonic(), 0.5
+        while True:
+            try:
+                return fn()
+            except S3Error as exc:
+                if exc.code in ("NoSuchKey", "NoSuchObject"):
+                    raise
+                error = exc
+            except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError) as exc:
+                error = exc
+            if not self._transient(error) or time.monotonic() - started + delay > self.deadline:
+                raise self._fail(error, what) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+    def _bucket_exists(self) -> bool:
+        return self._client.bucket_exists(self.bucket)
+
+    def _object(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    # -- bucket management ---------------------------------------------------------------------
+    def ensure_bucket(self) -> bool:
+        """Create the bucket if it is missing; True when it was created."""
+        if self._call("check the bucket", self._bucket_exists, check_bucket=False):
+            self._bucket_checked = True
+            return False
+        self._call("create the bucket", lambda: self._client.make_bucket(self.bucket),
+                   check_bucket=False)
+        self._bucket_checked = True
+        return True
+
+    # -- primitives ----------------------------------------------------------------------------
+    def _raw_put(self, key: str, data: bytes, sha256: str) -> None:
+        self._call(f"write {key!r}", lambda: self._client.put_object(
+            self.bucket, self._object(key), io.BytesIO(data), len(data),
+            metadata={_META_KEY: sha256}))
+
+    def _raw_get(self, key: str) -> tuple[bytes, str | None]:
+        def get():
+            response = self._client.get_object(self.bucket, self._object(key))
+            try:
+                return response.read(), response.headers.get(f"x-amz-meta-{_META_KEY}")
+            finally:
+                response.close()
+                response.release_conn()
+
+        try:
+            return self._call(f"read {key!r}", get)
+        except S3Error:
+            raise ArtifactNotFound(f"{self.uri}: no artifact {key!r}") from None
+
+    def _raw_checksum(self, key: str) -> str | None:
+        try:
+            stat = self._call(f"stat {key!r}",
+                              lambda: self._client.stat_object(self.bucket, self._object(key)))
+        except S3Error:
+            raise ArtifactNotFound(f"{self.uri}: no artifact {key!r}") from None
+        meta = stat.metadata or {}
+        return meta.get(f"x-amz-meta-{_META_KEY}") or meta.get(_META_KEY)
+
+    def _raw_list(self, prefix: str) -> list[str]:
+        full = self._object(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = len(self.prefix) + 1 if self.prefix else 0
+
+        def listing():
+            return [o.object_name[strip:] for o in self._client.list_objects(
+                self.bucket, prefix=full, recursive=True) if not o.is_dir]
+
+        return self._call(f"list {prefix!r}", listing)
+
+    def _raw_delete(self, key: str) -> None:
+        self._call(f"delete {key!r}",
+                   lambda: self._client.remove_object(self.bucket, self._object(key)))
