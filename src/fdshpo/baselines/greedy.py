@@ -1,0 +1,120 @@
+"""Greedy FDS: hypergradients over one window at a time, updated online.
+
+The horizon is cut into windows at every segment boundary of every hyperparameter, so inside a
+window each name has one active segment value. Walking the windows in order, from the inner
+state (theta, v) reached at the window's start:
+
+    repeat m times:   run the window with tangents for its active values (FDS over the window
+                      only, tangents starting at zero), hypergradient of the validation loss at
+                      the window's end, one sign step (a fresh SignOptimizer state per window)
+    then              train through the window with the values found, and move on
+
+A value shared by several windows (e.g. the single momentum segment of a (7, 1, 1) space) keeps
+being updated in every window it spans; the returned schedule holds each value as last updated.
+This is the short-horizon greedy approach the paper compares FDS against: each window's values
+are chosen for the loss at that window's end, not at the end of training.
+
+Cost: every pass over the windows costs sum_w (FDS over the window with its K_w live columns +
+a validation gradient), and the final walk T plain steps; m = floor((B - T) / pass).
+A diverged window run counts as a +1 hypergradient on its learning rate (lowering it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from ..budget import CostModel, Ledger, fds_run_ledger
+from ..data.batches import ShuffledBatches
+from ..forward import ForwardEngine, InnerRunDiverged
+from ..inner import InnerState, init_state, train
+from ..outer import SignOptimizer
+from ..problem import ClassificationProblem
+from ..schedule import HYPERPARAMETERS, Schedule, segment_index, segment_start
+from .fds import initial_schedule
+from .space import (
+    DIVERGED_LOSS,
+    Incumbent,
+    MethodResult,
+    SearchSpace,
+    affordable,
+    validation_examples,
+)
+
+
+def windows(space: SearchSpace) -> list[tuple[int, int]]:
+    """[start, end) of every window: the union of all names' segment boundaries."""
+    T = space.num_steps
+    cuts = sorted({segment_start(k, n, T) for n in space.segments.values() for k in range(n)}
+                  | {T})
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _window_batches(batches, start: int, end: int):
+    if isinstance(batches, ShuffledBatches):
+        return ShuffledBatches(batches.inputs, batches.targets, batches.batch_size, end,
+                               batches.seed, start=start)
+    raise TypeError("greedy FDS needs the problem's ShuffledBatches to replay a window")
+
+
+def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float,
+               cost_model: CostModel, seed: int = 0,
+               step_sizes: Mapping[str, float] | None = None,
+               init: Mapping[str, float] | None = None) -> MethodResult:
+    """Greedy FDS at a budget (see module docstring). ``seed`` is unused (deterministic)."""
+    del seed
+    optimizer = SignOptimizer(step_sizes)
+    learn = optimizer.learn
+    T, n_val = space.num_steps, validation_examples(problem)
+    spans = windows(space)
+    window_work = [fds_run_ledger(Schedule.constant(b - a, 0.0), learn, n_val) for a, b in spans]
+    per_pass = sum(window_work, Ledger())
+    walk = Ledger(plain_steps=T)
+    passes = affordable(budget - walk.cost(cost_model), per_pass.cost(cost_model),
+                        "greedy pass over the windows (plus the final walk)")
+    values = {n: v.clone() for n, v in initial_schedule(space, init).values.items()}
+    task = problem(0, 0, T)
+    model, loss_fn = task.model, nn.functional.cross_entropy
+    inner = init_state(model)
+    started = time.perf_counter()
+    ledger, val_loss, diverged = Ledger(), DIVERGED_LOSS, 0
+    for (a, b), work in zip(spans, window_work):
+        active = {n: segment_index(a, space.segments[n], T) for n in HYPERPARAMETERS}
+        window = Schedule(b - a, {n: values[n][active[n]:active[n] + 1] for n in HYPERPARAMETERS},
+                          space.bounds)
+        opt_state = optimizer.init(window)
+        for _ in range(passes):
+            engine = ForwardEngine(model, loss_fn, window, learn)
+            state = engine.init()._replace(theta=inner.params.clone(),
+                                           velocity=inner.velocity.clone())
+            try:
+                state = engine.advance(state, _window_batches(task.train_batches, a, b))
+                result = engine.finish(state, task.val_batches)
+                grads, val_loss = result.grads, result.val_loss
+            except InnerRunDiverged:
+                diverged += 1
+                grads = {n: torch.zeros(1, dtype=torch.float64) for n in learn}
+                if "lr" in grads:
+                    grads["lr"] = torch.ones(1, dtype=torch.float64)
+            window, opt_state = optimizer.update(window, grads, opt_state)
+            ledger = ledger + work
+        for n in HYPERPARAMETERS:
+            values[n][active[n]] = window.values[n][0]
+        try:
+            inner = train(model, loss_fn, _window_batches(task.train_batches, a, b), window,
+                          InnerState(inner.params, inner.velocity, inner.buffers, 0))
+        except FloatingPointError:
+            diverged += 1
+            val_loss = DIVERGED_LOSS
+            ledger = ledger + Ledger(plain_steps=T - a)
+            break
+        ledger = ledger + Ledger(plain_steps=b - a)
+    schedule = space.schedule(values)
+    ledger = ledger.with_seconds(time.perf_counter() - started)
+    cost = ledger.cost(cost_model)
+    return MethodResult("greedy", schedule, val_loss, ledger, cost, budget,
+                        (Incumbent(cost, ledger.seconds, val_loss, schedule),),
+                        {"windows": len(spans), "passes": passes, "diverged_runs": diverged})

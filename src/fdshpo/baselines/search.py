@@ -1,0 +1,150 @@
+"""Black-box searches through Optuna: random search, TPE, and tuned fixed shapes.
+
+Every trial is one full training run over the horizon, scored by its validation loss (see
+:func:`~fdshpo.baselines.space.evaluate_schedule`), and costs
+
+    trial = T plain steps + one forward pass over the validation split
+
+in plain-step equivalents. With a budget B a search runs floor(B / trial) trials (so it never
+spends more than B) and returns the trial with the lowest validation loss.
+
+    random   RandomSampler(seed) over every segment value of the space, uniform in its bounds
+    tpe      TPESampler(seed) over the same values
+    constant, step, cosine, linear
+             TPESampler(seed) over (peak lr, momentum, weight decay) inside the bounds, the
+             learning rate following the shape (:mod:`~fdshpo.baselines.shapes`) per step, or
+             fitted to the space's lr segments with ``per_step=False``
+
+Samplers are seeded explicitly, so with the same seed, problem and cost model a search repeats
+its trials exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+
+import optuna
+import torch
+
+from ..budget import CostModel, Ledger, trial_ledger
+from ..problem import ClassificationProblem
+from ..schedule import HYPERPARAMETERS, Schedule
+from .shapes import SHAPES, fit_segments, shape_values
+from .space import (
+    Incumbent,
+    MethodResult,
+    SearchSpace,
+    affordable,
+    evaluate_schedule,
+    validation_examples,
+)
+
+#: ``run_trial(trial) -> (val_loss, ledger, schedule actually used)``
+TrialRunner = Callable[[optuna.trial.BaseTrial], tuple[float, Ledger, Schedule]]
+
+
+@contextlib.contextmanager
+def quiet_optuna():
+    """Silence Optuna's per-trial INFO lines for the duration, then restore the verbosity."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def run_study(method: str, sampler: optuna.samplers.BaseSampler, run_trial: TrialRunner,
+              budget: float, trial_cost: float, cost_model: CostModel,
+              details: dict | None = None) -> MethodResult:
+    """Ask/tell ``floor(budget / trial_cost)`` trials; the best validation loss wins."""
+    num_trials = affordable(budget, trial_cost, f"{method} trial")
+    started = time.perf_counter()
+    ledger = Ledger()
+    best: tuple[float, Schedule] | None = None
+    incumbents = []
+    with quiet_optuna():
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+        for _ in range(num_trials):
+            trial = study.ask()
+            loss, work, schedule = run_trial(trial)
+            study.tell(trial, loss)
+            ledger = ledger + work
+            if best is None or loss < best[0]:
+                best = (loss, schedule)
+            incumbents.append(Incumbent(ledger.cost(cost_model), time.perf_counter() - started,
+                                        best[0], best[1]))
+    ledger = ledger.with_seconds(time.perf_counter() - started)
+    return MethodResult(method, best[1], best[0], ledger, ledger.cost(cost_model), budget,
+                        tuple(incumbents), {"trials": num_trials, **(details or {})})
+
+
+def segment_values(trial: optuna.trial.BaseTrial, space: SearchSpace) -> Schedule:
+    """One uniform suggestion per segment value, named ``lr_0``, ``lr_1``, ..., ``momentum_0``."""
+    values = {name: [trial.suggest_float(f"{name}_{k}", *space.bounds[name])
+                     for k in range(space.segments[name])] for name in HYPERPARAMETERS}
+    return space.schedule(values)
+
+
+def _segment_search(method: str, sampler, problem: ClassificationProblem, space: SearchSpace,
+                    budget: float, cost_model: CostModel) -> MethodResult:
+    def run_trial(trial):
+        schedule = segment_values(trial, space)
+        loss, work = evaluate_schedule(problem, schedule)
+        return loss, work, schedule
+
+    cost = trial_ledger(space.num_steps, validation_examples(problem)).cost(cost_model)
+    return run_study(method, sampler, run_trial, budget, cost, cost_model)
+
+
+def random_search(problem: ClassificationProblem, space: SearchSpace, budget: float,
+                  cost_model: CostModel, seed: int = 0) -> MethodResult:
+    """Uniform random search over every segment value (Optuna's RandomSampler, seeded)."""
+    return _segment_search("random", optuna.samplers.RandomSampler(seed=seed), problem, space,
+                           budget, cost_model)
+
+
+def tpe_search(problem: ClassificationProblem, space: SearchSpace, budget: float,
+               cost_model: CostModel, seed: int = 0) -> MethodResult:
+    """Tree-structured Parzen estimator over every segment value (Optuna's TPESampler, seeded)."""
+    return _segment_search("tpe", optuna.samplers.TPESampler(seed=seed), problem, space,
+                           budget, cost_model)
+
+
+def shaped_schedule(space: SearchSpace, shape: str, peak: float, momentum: float,
+                    weight_decay: float, per_step: bool = True) -> Schedule:
+    """``shape``'s learning rates (per step, or fitted to the space's lr segments) and constant
+    momentum and weight decay, inside the space's bounds."""
+    lr = shape_values(shape, space.num_steps, peak)
+    if not per_step:
+        lr = fit_segments(lr, space.segments["lr"])
+    lower, upper = space.bounds["lr"]
+    lr = lr.clamp(lower, upper)
+    values = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    if per_step:
+        full = {n: torch.as_tensor(v, dtype=torch.float64).reshape(-1) for n, v in values.items()}
+        for name in ("momentum", "weight_decay"):
+            full[name] = full[name].expand(space.segments[name]).clone()
+        return Schedule(space.num_steps, full, space.bounds)
+    return space.schedule(values)
+
+
+def shape_search(shape: str, problem: ClassificationProblem, space: SearchSpace, budget: float,
+                 cost_model: CostModel, seed: int = 0, per_step: bool = True) -> MethodResult:
+    """TPE over (peak lr, momentum, weight decay) of a fixed ``shape`` (see module docstring)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown schedule shape {shape!r}; known shapes are {list(SHAPES)}")
+
+    def run_trial(trial):
+        schedule = shaped_schedule(
+            space, shape, trial.suggest_float("lr", *space.bounds["lr"]),
+            trial.suggest_float("momentum", *space.bounds["momentum"]),
+            trial.suggest_float("weight_decay", *space.bounds["weight_decay"]), per_step)
+        loss, work = evaluate_schedule(problem, schedule)
+        return loss, work, schedule
+
+    cost = trial_ledger(space.num_steps, validation_examples(problem)).cost(cost_model)
+    return run_study(shape, optuna.samplers.TPESampler(seed=seed), run_trial, budget, cost,
+                     cost_model, {"per_step": per_step})
