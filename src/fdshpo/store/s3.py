@@ -53,7 +53,7 @@ class S3Store(ArtifactStore):
         self.endpoint = endpoint
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self.deadline = float(deadline)
-        self._secrets = tuple(s for s in (credentials.secret_key, credentials.session_token) if s)
+        self._credentials = credentials  # its repr hides the keys
         self._source = credentials.source
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
@@ -66,8 +66,9 @@ class S3Store(ArtifactStore):
 
     # -- error handling ------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
+        for secret in (self._credentials.secret_key, self._credentials.session_token):
+            if secret:
+                text = text.replace(secret, "***")
         return text
 
     def _where(self) -> str:
