@@ -18,6 +18,8 @@ from .errors import UserError
 
 COMMAND_MODULES = (
     "fdshpo.commands.demo",
+    "fdshpo.commands.runs",
+    "fdshpo.commands.store",
 )
 
 

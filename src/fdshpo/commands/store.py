@@ -1,0 +1,92 @@
+"""``fdshpo store serve|init``, and the ``--store`` / ``--s3-endpoint`` options every command
+that reads or writes a store shares (:func:`add_store_options`, :func:`store_from_args`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """``--store URI`` (default ``$FDSHPO_STORE`` or ./fdshpo-store) and ``--s3-endpoint``."""
+    parser.add_argument("--store", metavar="URI", default=None,
+                        help="artifact store: a directory, file://PATH or s3://BUCKET[/PREFIX] "
+                             "(default $FDSHPO_STORE or ./fdshpo-store)")
+    parser.add_argument("--s3-endpoint", metavar="URL", default=None,
+                        help="S3 endpoint for s3:// stores (default $AWS_ENDPOINT_URL); keys "
+                             "come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+
+
+def store_from_args(args: argparse.Namespace):
+    from ..store import open_store
+
+    return open_store(args.store, s3_endpoint=args.s3_endpoint)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("store", help="run a local S3 server, create a store")
+    sub = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+
+    serve = sub.add_parser(
+        "serve", help="start a local S3 server (SeaweedFS) and print how to use it",
+        description="Start a SeaweedFS S3 server on 127.0.0.1 (free ports, generated keys), "
+                    "create a bucket, print the environment variables to use it, and serve "
+                    "until interrupted.")
+    serve.add_argument("--dir", type=Path, default=None,
+                       help="data directory (default: a temporary directory, removed at exit)")
+    serve.add_argument("--bucket", default="fdshpo", help="bucket to create (default fdshpo)")
+    serve.set_defaults(func=serve_command)
+
+    init = sub.add_parser("init", help="create a store (an S3 bucket if it is missing)")
+    init.add_argument("uri", metavar="URI", help="a directory, file://PATH or s3://BUCKET[/P]")
+    init.add_argument("--s3-endpoint", metavar="URL", default=None)
+    init.set_defaults(func=init_command)
+
+
+def init_command(args: argparse.Namespace) -> int:
+    from ..store import LocalStore, open_store
+
+    store = open_store(args.uri, s3_endpoint=args.s3_endpoint)
+    if isinstance(store, LocalStore):
+        store.root.mkdir(parents=True, exist_ok=True)
+        print(f"store ready: {store.uri}")
+        return 0
+    created = store.ensure_bucket()
+    print(f"{'created bucket' if created else 'bucket exists'}: {store.uri}")
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from ..store.server import SeaweedServer
+
+    temp = None
+    if args.dir is None:
+        temp = tempfile.TemporaryDirectory(prefix="fdshpo-s3-")
+        data_dir = Path(temp.name)
+    else:
+        data_dir = args.dir.expanduser().resolve()
+    server = SeaweedServer(data_dir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.start()
+        server.create_bucket(args.bucket)
+        print(f"S3 server on {server.endpoint} (data in {data_dir}); use it with:\n")
+        for name, value in server.environment().items():
+            print(f"export {name}={shlex.quote(value)}")
+        print(f"export FDSHPO_STORE=s3://{args.bucket}\n")
+        print("Press Ctrl-C to stop.", flush=True)
+        status = server.process.wait()  # until Ctrl-C / SIGTERM, or the server dies
+        print(f"the S3 server exited with status {status}; see {data_dir / 'weed.log'}",
+              file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        print("S3 server stopped.")
+        return 0
+    finally:
+        server.stop()
+        if temp is not None:
+            temp.cleanup()
