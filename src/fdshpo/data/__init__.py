@@ -23,7 +23,13 @@ from .standard import register_standard_datasets
 
 register_standard_datasets()
 
+
+def dataset_names() -> tuple[str, ...]:
+    """Registered dataset names (what ``data.dataset`` in a config accepts)."""
+    return tuple(known_datasets())
+
+
 __all__ = ["CifarFormatError", "DataRequest", "DatasetNotFound", "IdxFormatError",
-           "ShuffledBatches", "TensorDataset", "default_data_root", "eval_batches",
+           "ShuffledBatches", "TensorDataset", "dataset_names", "default_data_root", "eval_batches",
            "known_datasets", "load_dataset", "load_fashion_mnist_sample", "normalise_images",
            "random_crop_flip", "register_dataset", "split_validation"]

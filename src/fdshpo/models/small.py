@@ -40,15 +40,3 @@ class LeNet5(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
-
-
-def build_model(name: str, input_shape: tuple[int, ...], num_classes: int, seed: int
-                ) -> nn.Module:
-    """The network ``name`` ('mlp' or 'lenet'), initialised from ``seed`` (global RNG untouched)."""
-    builders = {"mlp": lambda: mlp(input_shape, num_classes),
-                "lenet": lambda: LeNet5(input_shape[0], num_classes, input_shape[-1])}
-    if name in builders:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return builders[name]()
-    raise ValueError(f"unknown network {name!r}; known networks are ['lenet', 'mlp']")
