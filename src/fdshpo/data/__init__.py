@@ -10,6 +10,13 @@ from .augment import random_crop_flip
 from .batches import ShuffledBatches, eval_batches, split_validation
 from .cifar import CifarFormatError
 from .idx import IdxFormatError
+from .prepare import (
+    PreparedBundleError,
+    PreparedDataset,
+    load_prepared,
+    prepare_dataset,
+    write_prepared,
+)
 from .registry import (
     DataRequest,
     DatasetNotFound,
@@ -30,6 +37,8 @@ def dataset_names() -> tuple[str, ...]:
 
 
 __all__ = ["CifarFormatError", "DataRequest", "DatasetNotFound", "IdxFormatError",
+           "PreparedBundleError", "PreparedDataset", "load_prepared", "prepare_dataset",
+           "write_prepared",
            "ShuffledBatches", "TensorDataset", "dataset_names", "default_data_root", "eval_batches",
            "known_datasets", "load_dataset", "load_fashion_mnist_sample", "normalise_images",
            "random_crop_flip", "register_dataset", "split_validation"]
