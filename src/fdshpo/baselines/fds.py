@@ -60,11 +60,12 @@ def lower_lr_step(optimizer: SignOptimizer, state: TuneState, seconds: float) ->
 def fds_method(problem: ClassificationProblem, space: SearchSpace, budget: float,
                cost_model: CostModel, seed: int = 0, outer_steps: int = 10,
                step_sizes: Mapping[str, float] | None = None, replicas: int = 1,
-               init: Mapping[str, float] | None = None) -> MethodResult:
+               init: Mapping[str, float] | None = None, decay: float = 0.5,
+               tol: float = 0.05) -> MethodResult:
     """Budgeted FDS (see module docstring). ``seed`` is unused: FDS is deterministic given the
     problem, whose own seed fixes splits, initialisation and batch order."""
     del seed
-    optimizer = SignOptimizer(step_sizes)
+    optimizer = SignOptimizer(step_sizes, decay, tol)
     schedule = initial_schedule(space, init)
     per_outer = Ledger()
     for _ in range(replicas):

@@ -63,10 +63,11 @@ def _window_batches(batches, start: int, end: int):
 def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float,
                cost_model: CostModel, seed: int = 0,
                step_sizes: Mapping[str, float] | None = None,
-               init: Mapping[str, float] | None = None) -> MethodResult:
+               init: Mapping[str, float] | None = None, decay: float = 0.5,
+               tol: float = 0.05) -> MethodResult:
     """Greedy FDS at a budget (see module docstring). ``seed`` is unused (deterministic)."""
     del seed
-    optimizer = SignOptimizer(step_sizes)
+    optimizer = SignOptimizer(step_sizes, decay, tol)
     learn = optimizer.learn
     T, n_val = space.num_steps, validation_examples(problem)
     spans = windows(space)
