@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fdshpo-installed
 PIP_FLAGS := --disable-pip-version-check --progress-bar off
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean image docker-engine
 
 install: $(STAMP)
 
@@ -26,6 +26,17 @@ lint: install
 
 bench: install
 	$(PY) bench/engine.py
+
+# The component images (GPU and CPU), tagged with fdshpo.image.component_image(gpu=True/False).
+# Needs a running Docker engine; DOCKER=podman works too.
+DOCKER ?= docker
+IMAGE_TAGS = $(shell env -u FDSHPO_IMAGE $(PY) -c "from fdshpo.image import component_image as c; print(c(gpu=True), c(gpu=False))")
+image: install docker-engine
+	$(DOCKER) build -f docker/Dockerfile -t $(word 1,$(IMAGE_TAGS)) .
+	$(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=ubuntu:24.04 --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t $(word 2,$(IMAGE_TAGS)) .
+
+docker-engine:
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable here ('$(DOCKER) info' failed); build on a machine with Docker (README: Deploy on Kubernetes)" >&2; exit 1; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
