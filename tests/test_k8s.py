@@ -456,3 +456,26 @@ def test_retune_config_is_valid_and_matches_the_deployment(rendered, overlay, tm
         assert config.resources.tolerations == pod["tolerations"]
     else:
         assert config.resources.gpus == 0  # the dev cluster is CPU-only
+
+
+# ---- the commands the Jobs run parse with the real CLI -------------------------------------
+
+@pytest.mark.parametrize("job", ["fdshpo-bucket-init", "fdshpo-retune"])
+def test_job_commands_parse_with_the_fdshpo_cli(rendered, job):
+    import argparse
+
+    from fdshpo.cli import build_parser
+
+    docs = rendered["overlays/dev"]
+    doc = next(d for d in docs if d["metadata"]["name"] == job)
+    container = next(pod_specs(doc))["containers"][0]
+    store = next(d for d in docs if d["metadata"]["name"] == "fdshpo-store")["data"]
+    args = [re.sub(r"\$\((\w+)\)", lambda m: store[m.group(1)], a) for a in container["args"]]
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if args[0] not in commands.choices:
+        pytest.skip(f"`fdshpo {args[0]}` is not registered in fdshpo.cli yet")
+    parsed = parser.parse_args(args)
+    assert parsed.command == args[0]
+    with pytest.raises(SystemExit):  # the same check rejects an option the CLI does not have
+        parser.parse_args([*args, "--no-such-option"])
