@@ -33,7 +33,7 @@ from .data.batches import ShuffledBatches
 from .forward import Batch, ForwardEngine, ForwardState, HypergradientResult
 from .inner import LossFn
 from .schedule import Schedule
-from .store.base import ArtifactExists, ArtifactNotFound, ArtifactStore, StoreError
+from .store.base import ArtifactNotFound, ArtifactStore, StoreError
 from .store.layout import RunLayout
 from .tune import InnerTask, TuneState
 
@@ -115,6 +115,7 @@ class InnerCheckpointer:
             raise ValueError(f"keep must be at least 1, got {keep}")
         self.store, self.layout, self.every, self.keep = store, layout, every, keep
         self.saved_seconds = 0.0  # time spent writing inner checkpoints (for the benchmark)
+        self.resumed: list[tuple[int, int, int]] = []  # (outer step, replica, step) resumed at
 
     # -- inner checkpoints ---------------------------------------------------------------------
     def checkpoints(self, outer_step: int, replica: int) -> list[str]:
@@ -143,6 +144,7 @@ class InnerCheckpointer:
                               "configuration", stacklevel=2)
                 continue
             torch.set_rng_state(rng)
+            self.resumed.append((outer_step, replica, state.step))
             return state
         return None
 
@@ -207,14 +209,13 @@ class OuterCheckpointer:
         checkpoint left by a crash is replaced)."""
         key = self.layout.outer_checkpoint(state.next_outer_step - 1)
         try:
-            self.store.put_json(key, state.to_dict())
-        except ArtifactExists:
-            try:
-                self.store.get_json(key)
-            except (StoreError, ValueError):
-                self.store.put_json(key, state.to_dict(), overwrite=True)
-            else:
-                raise
+            self.store.get_json(key)
+        except ArtifactNotFound:
+            pass
+        except (StoreError, ValueError):  # damaged: replace it
+            self.store.put_json(key, state.to_dict(), overwrite=True)
+            return key
+        self.store.put_json(key, state.to_dict())  # ArtifactExists if a different one is there
         return key
 
     def latest(self) -> TuneState | None:

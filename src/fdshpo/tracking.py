@@ -304,8 +304,9 @@ def resolve_run(store: ArtifactStore, ref: str, experiment: str | None = None
 
 def load_run(store: ArtifactStore, ref: str, experiment: str | None = None,
              verify: bool = True) -> RunView:
-    """Everything recorded for a run. With ``verify`` a complete run's artifacts are checked
-    against the sha256 in its record; a mismatch or a missing artifact makes it ``corrupt``."""
+    """Everything recorded for a run. With ``verify`` a complete run's artifacts are read back
+    and checked against the sha256 in its record; a mismatch or a missing artifact makes it
+    ``corrupt`` (listed in ``problems``)."""
     exp, run_id = resolve_run(store, ref, experiment)
     layout = RunLayout(exp, run_id)
     try:
@@ -323,11 +324,15 @@ def load_run(store: ArtifactStore, ref: str, experiment: str | None = None,
         for rel, digest in record.get("artifacts", {}).items():
             try:
                 actual = store.checksum(layout.key(rel))
-            except StoreError:
+                store.get_bytes(layout.key(rel))  # re-hashes the bytes themselves
+            except ArtifactNotFound:
                 problems.append(f"{rel}: missing")
                 continue
+            except StoreError as exc:
+                problems.append(f"{rel}: {exc}")
+                continue
             if actual != digest:
-                problems.append(f"{rel}: sha256 {actual} != recorded {digest}")
+                problems.append(f"{rel}: sha256 {actual} != {digest} in the run record")
     return RunView(exp, run_id, "corrupt" if problems else "complete", config, steps,
                    record.get("schedule"), record.get("metrics", {}), record, problems)
 

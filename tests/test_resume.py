@@ -1,0 +1,198 @@
+"""Checkpoint/resume: a resumed run equals an uninterrupted one, bit for bit on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fdshpo import Schedule, hypergradient
+from fdshpo.checkpoint import InnerCheckpointer, OuterCheckpointer
+from fdshpo.data import TensorDataset, load_fashion_mnist_sample
+from fdshpo.problem import ClassificationProblem
+from fdshpo.store import LocalStore
+from fdshpo.store.layout import RunLayout
+from fdshpo.tune import InnerTask
+
+HORIZON = 12
+LEARN = ("lr", "momentum", "weight_decay")
+DRIVER = Path(__file__).with_name("resume_driver.py")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    full = load_fashion_mnist_sample()
+    small = TensorDataset("sample-subset", full.train_images[:200], full.train_labels[:200],
+                          full.test_images[:50], full.test_labels[:50], 10)
+    return ClassificationProblem(small, "mlp", batch_size=32, val_fraction=0.1, seed=11)
+
+
+@pytest.fixture(scope="module")
+def reference(problem):
+    """The uninterrupted run of ``_schedule()`` (computed once)."""
+    return _reference(problem, _schedule())
+
+
+def _schedule(lr=0.05):
+    return Schedule.constant(HORIZON, lr=lr, momentum=0.5, weight_decay=1e-4,
+                             segments={"lr": 3, "momentum": 2}, bounds={"lr": (0.0, 1.0)})
+
+
+def _reference(problem, schedule):
+    task = problem(0, 0, HORIZON)
+    return hypergradient(task.model, torch.nn.functional.cross_entropy, task.train_batches,
+                         task.val_batches, schedule, LEARN)
+
+
+def _assert_same(a, b):
+    assert a.val_loss == b.val_loss
+    assert set(a.grads) == set(b.grads)
+    for name in a.grads:
+        assert torch.equal(a.grads[name], b.grads[name]), name
+    assert torch.equal(a.train_losses.to(torch.float64), b.train_losses.to(torch.float64))
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_at(step):
+    def hook(state):
+        if state.step == step:
+            raise Crash
+
+    return hook
+
+
+@pytest.mark.parametrize("generic_iterable", [False, True])
+def test_inner_run_resumed_after_a_crash_equals_an_uninterrupted_run(problem, reference, tmp_path,
+                                                                     generic_iterable):
+    schedule = _schedule()
+    store = LocalStore(tmp_path)
+    ckpt = InnerCheckpointer(store, RunLayout("e", "r"), every=4)
+
+    def task():
+        t = problem(0, 0, HORIZON)
+        if generic_iterable:  # any iterable resumes too (its first steps are skipped)
+            t = InnerTask(t.model, list(t.train_batches), t.val_batches)
+        return t
+
+    loss = torch.nn.functional.cross_entropy
+    with pytest.raises(Crash):
+        ckpt.run(task(), schedule, LEARN, loss, 0, 0, on_step=_crash_at(10))
+    assert [k.rsplit("/", 1)[1] for k in ckpt.checkpoints(0, 0)] == ["00000004.pt",
+                                                                     "00000008.pt"]
+    resumed = ckpt.run(task(), schedule, LEARN, loss, 0, 0)
+    assert ckpt.resumed == [(0, 0, 8)]
+    _assert_same(resumed, reference)
+    assert ckpt.checkpoints(0, 0) == []  # removed once the replica's result is stored
+    assert store.exists(RunLayout("e", "r").replica_result(0, 0))
+
+
+def test_a_finished_replica_is_not_trained_again(problem, tmp_path):
+    schedule = _schedule()
+    ckpt = InnerCheckpointer(LocalStore(tmp_path), RunLayout("e", "r"), every=4)
+    first = ckpt.run(problem(0, 0, HORIZON), schedule, LEARN,
+                     torch.nn.functional.cross_entropy, 0, 0)
+
+    def untouchable():
+        raise AssertionError("the stored result should have been used")
+        yield
+
+    task = problem(0, 0, HORIZON)
+    again = ckpt.run(InnerTask(task.model, untouchable(), task.val_batches), schedule, LEARN,
+                     torch.nn.functional.cross_entropy, 0, 0)
+    _assert_same(again, first)
+
+
+def test_a_damaged_newest_checkpoint_is_skipped(problem, reference, tmp_path):
+    schedule = _schedule()
+    store = LocalStore(tmp_path)
+    ckpt = InnerCheckpointer(store, RunLayout("e", "r"), every=4)
+    loss = torch.nn.functional.cross_entropy
+    with pytest.raises(Crash):
+        ckpt.run(problem(0, 0, HORIZON), schedule, LEARN, loss, 0, 0, on_step=_crash_at(10))
+    newest = tmp_path / ckpt.checkpoints(0, 0)[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # cut short, as by a crash mid-write
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        resumed = ckpt.run(problem(0, 0, HORIZON), schedule, LEARN, loss, 0, 0)
+    assert ckpt.resumed == [(0, 0, 4)]
+    _assert_same(resumed, reference)
+
+
+def test_a_checkpoint_of_another_schedule_is_not_resumed(problem, tmp_path):
+    store = LocalStore(tmp_path)
+    ckpt = InnerCheckpointer(store, RunLayout("e", "r"), every=4)
+    loss = torch.nn.functional.cross_entropy
+    with pytest.raises(Crash):
+        ckpt.run(problem(0, 0, HORIZON), _schedule(0.05), LEARN, loss, 0, 0,
+                 on_step=_crash_at(6))
+    other = _schedule(0.02)
+    with pytest.warns(UserWarning, match="different run configuration"):
+        result = ckpt.run(problem(0, 0, HORIZON), other, LEARN, loss, 0, 0)
+    assert ckpt.resumed == []
+    _assert_same(result, _reference(problem, other))
+
+
+def test_outer_checkpoint_skips_a_damaged_newest_one(tmp_path):
+    from fdshpo import SignOptimizer
+    from fdshpo.tune import TuneState
+
+    store = LocalStore(tmp_path)
+    outer = OuterCheckpointer(store, RunLayout("e", "r"))
+    assert outer.latest() is None
+    schedule = _schedule()
+    state0 = TuneState(schedule, SignOptimizer().init(schedule), next_outer_step=1)
+    state1 = TuneState(schedule, SignOptimizer().init(schedule), next_outer_step=2)
+    outer.save(state0)
+    key = outer.save(state1)
+    (tmp_path / key).write_text("{\"trunc")
+    with pytest.warns(UserWarning, match="skipping unreadable outer checkpoint"):
+        assert outer.latest().next_outer_step == 1
+    outer.save(state1)  # a damaged checkpoint is replaced, an intact one never is
+    assert outer.latest().next_outer_step == 2
+
+
+def _driver(store: Path, run_id: str, delay: float, **popen):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
+    return subprocess.Popen([sys.executable, str(DRIVER), str(store), run_id, str(delay)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            **popen)
+
+
+def _finish(proc) -> dict:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_run_killed_mid_outer_step_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    reference = _finish(_driver(tmp_path / "reference", "run", 0.0))
+    assert reference["resumed_outer"] is None
+
+    store = tmp_path / "killed"
+    victim = _driver(store, "run", 0.05)
+    # wait until outer step 0 is checkpointed and replica 0 of outer step 1 (the last) is
+    # mid-way
+    inner = store / "experiments/resume/runs/run/checkpoints/inner/0001/000"
+    deadline = time.monotonic() + 120
+    while not (inner.is_dir() and any(inner.glob("*.pt"))):
+        assert victim.poll() is None, victim.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the run never reached outer step 1"
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(30)
+    assert not (store / "experiments/resume/runs/run/run.json").exists()
+
+    resumed = _finish(_driver(store, "run", 0.0))
+    assert resumed["resumed_outer"] == 1
+    assert [tuple(r[:2]) for r in resumed["resumed_inner"]] == [(1, 0)]
+    assert resumed["resumed_inner"][0][2] > 0
+    assert resumed["state"] == reference["state"]  # schedule, hypergradients, losses: exact

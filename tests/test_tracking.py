@@ -1,0 +1,203 @@
+"""Run tracking: records, listing, show/compare/report (library and CLI), crash safety."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fdshpo import Schedule, SignOptimizer
+from fdshpo.cli import main as cli
+from fdshpo.data import TensorDataset, load_fashion_mnist_sample
+from fdshpo.problem import ClassificationProblem
+from fdshpo.store import StoreError, open_store
+from fdshpo.tracking import (
+    RunRecorder,
+    compare_runs,
+    latest_schedule,
+    list_runs,
+    load_run,
+)
+
+HORIZON = 8
+
+
+@pytest.fixture(scope="module")
+def problem():
+    full = load_fashion_mnist_sample()
+    small = TensorDataset("sample-subset", full.train_images[:200], full.train_labels[:200],
+                          full.test_images[:50], full.test_labels[:50], 10)
+    return ClassificationProblem(small, "mlp", batch_size=32, val_fraction=0.1, seed=2)
+
+
+def _initial(lr=0.05):
+    return Schedule.constant(HORIZON, lr=lr, momentum=0.5, segments={"lr": 2},
+                             bounds={"lr": (0.0, 1.0)})
+
+
+def _record_run(store, problem, experiment="exp", lr=0.05, outer_steps=2, finish=True):
+    recorder = RunRecorder(store, experiment, checkpoint_every=3)
+    assert recorder.start({"horizon": HORIZON, "lr": lr, "network": "mlp"}) is None
+    result = recorder.tune(problem, _initial(lr), SignOptimizer(), outer_steps=outer_steps)
+    if finish:
+        recorder.finish(result.schedule, {"test_accuracy": 0.5 + lr})
+    return recorder, result
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(tmp_path / "store")
+    return open_store(f"s3://{request.getfixturevalue('s3_bucket')}/tracking")
+
+
+def test_a_recorded_run_lists_shows_and_warm_starts(store, problem):
+    recorder, result = _record_run(store, problem)
+    [summary] = list_runs(store)
+    assert (summary.experiment, summary.run_id, summary.status) == ("exp", recorder.run_id,
+                                                                    "complete")
+    assert summary.outer_steps == 2 and summary.metrics == {"test_accuracy": 0.55}
+    run = load_run(store, recorder.run_id[:12])
+    assert run.status == "complete" and run.problems == []
+    assert [s["outer_step"] for s in run.steps] == [0, 1]
+    assert run.steps[1]["hypergradients"] == result.history[1].hypergradients
+    assert Schedule.from_dict(run.schedule) == result.schedule
+    assert latest_schedule(store, "exp") == result.schedule
+    assert latest_schedule(store, "other") is None
+    record = store.get_json(recorder.layout.record)
+    assert {"config.json", "schedule.json", "metrics.json", "report.html", "steps/0001.json",
+            "plots/schedule.png", "checkpoints/outer/0001.json"} <= set(record["artifacts"])
+    html = store.get_bytes(recorder.layout.report).decode()
+    assert html.count('src="data:image/png;base64,') == 3 and "http" not in html.lower().replace(
+        "http-equiv", "")
+    assert store.get_bytes(recorder.layout.plot("val_loss"))[:4] == b"\x89PNG"
+
+
+def test_an_unfinished_run_is_incomplete_and_can_be_finished_after_resuming(tmp_path, problem):
+    store = open_store(tmp_path)
+    recorder, result = _record_run(store, problem, outer_steps=1, finish=False)
+    assert [r.status for r in list_runs(store)] == ["incomplete"]
+    assert load_run(store, recorder.run_id).status == "incomplete"
+    assert latest_schedule(store, "exp") is None
+    again = RunRecorder(store, "exp", recorder.run_id)
+    resume = again.start({"horizon": HORIZON, "lr": 0.05, "network": "mlp"})
+    assert resume.next_outer_step == 1 and resume.schedule == result.schedule
+    final = again.tune(problem, _initial(), SignOptimizer(), resume=resume, outer_steps=2)
+    again.finish(final.schedule)
+    assert [(r.status, r.outer_steps) for r in list_runs(store)] == [("complete", 2)]
+    with pytest.raises(StoreError, match="already complete"):
+        RunRecorder(store, "exp", recorder.run_id).start({"horizon": HORIZON})
+
+
+def test_a_resumed_run_must_bring_its_config(tmp_path):
+    store = open_store(tmp_path)
+    RunRecorder(store, "exp", "r1").start({"horizon": 8})
+    with pytest.raises(StoreError, match="with a different config"):
+        RunRecorder(store, "exp", "r1").start({"horizon": 9})
+
+
+def test_credentials_never_enter_a_record(tmp_path):
+    recorder = RunRecorder(open_store(tmp_path), "exp")
+    with pytest.raises(ValueError, match=r"config\.store\.secret_key looks like a credential"):
+        recorder.start({"store": {"uri": "s3://b", "secret_key": "x"}})
+    assert open_store(tmp_path).list("") == []
+
+
+def test_a_tampered_artifact_makes_the_run_corrupt(tmp_path, problem):
+    store = open_store(tmp_path)
+    recorder, _ = _record_run(store, problem, outer_steps=1)
+    (tmp_path / recorder.layout.metrics).write_text('{"test_accuracy": 0.99}')
+    run = load_run(store, recorder.run_id)
+    assert run.status == "corrupt" and run.problems and "metrics.json" in run.problems[0]
+
+
+def test_runs_cli(tmp_path, problem, capsys):
+    store = open_store(tmp_path)
+    a, _ = _record_run(store, problem, lr=0.05, outer_steps=1)
+    b, _ = _record_run(store, problem, experiment="exp2", lr=0.1, outer_steps=1)
+    uri = str(tmp_path)
+    assert cli(["runs", "list", "--store", uri]) == 0
+    out = capsys.readouterr().out
+    assert a.run_id in out and b.run_id in out and out.count("complete") == 2
+    assert cli(["runs", "list", "--store", uri, "--experiment", "exp2"]) == 0
+    assert a.run_id not in capsys.readouterr().out
+    assert cli(["runs", "show", "--store", uri, f"exp/{a.run_id}"]) == 0
+    out = capsys.readouterr().out
+    assert f"run exp/{a.run_id}: complete, 1 outer step(s)" in out
+    assert "final schedule:" in out and "test_accuracy: 0.55" in out
+    assert cli(["runs", "compare", "--store", uri, a.run_id, b.run_id]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"config lr\s+0\.05\s+0\.1", out) and "metric test_accuracy" in out
+    report = tmp_path / "out" / "report.html"
+    assert cli(["runs", "report", "--store", uri, b.run_id, "-o", str(report)]) == 0
+    assert report.read_text().startswith("<!DOCTYPE html>")
+    assert cli(["runs", "show", "--store", uri, "nope"]) == 2
+    assert "fdshpo: error: no run 'nope'" in capsys.readouterr().err
+    diff = compare_runs(load_run(store, a.run_id), load_run(store, b.run_id))
+    assert diff["config_diff"] == {"lr": (0.05, 0.1)}
+
+
+def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3_env,
+                                                                   problem):
+    uri = f"s3://{s3_bucket}/crash"
+    store = open_store(uri, deadline=2.0)
+    recorder, result = _record_run(store, problem, outer_steps=1, finish=False)
+    failure = []
+
+    def write_then_finish():
+        try:  # a large artifact, then the record: the server dies during the upload
+            store.put_bytes(recorder.layout.key("plots/huge.png"), os.urandom(96 * 2**20))
+            recorder.finish(result.schedule)
+        except StoreError as exc:
+            failure.append(exc)
+
+    writer = threading.Thread(target=write_then_finish)
+    writer.start()
+    time.sleep(0.3)
+    s3_env.kill()
+    writer.join(60)
+    s3_env.start()  # same ports, keys and data directory
+    assert failure and "cannot reach" in str(failure[0])
+    store = open_store(uri)
+    assert [r.status for r in list_runs(store)] == ["incomplete"]
+    assert not store.exists(recorder.layout.record)
+    assert not store.exists(recorder.layout.key("plots/huge.png"))
+    recorder.store = store
+    RunRecorder(store, "exp", recorder.run_id).finish(result.schedule)
+    assert [r.status for r in list_runs(store)] == ["complete"]
+
+
+def test_store_serve_prints_a_working_environment(tmp_path, monkeypatch):
+    proc = subprocess.Popen([sys.executable, "-m", "fdshpo", "store", "serve", "--dir",
+                             str(tmp_path / "s3"), "--bucket", "served"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        env, deadline = {}, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()[-2000:]
+            if line.startswith("export "):
+                name, value = line[len("export "):].strip().split("=", 1)
+                env[name] = value
+            if line.startswith("Press Ctrl-C"):
+                break
+        assert env["FDSHPO_STORE"] == "s3://served"
+        assert env["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            monkeypatch.setenv(name, env[name])
+        store = open_store(env["FDSHPO_STORE"])
+        store.put_json("hello.json", {"x": 1})
+        assert store.get_json("hello.json") == {"x": 1}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        assert "S3 server stopped." in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
