@@ -71,3 +71,24 @@ def test_corrupted_or_wrong_bundles_are_refused_with_the_file_named(tmp_path):
     with pytest.raises(PreparedBundleError, match="missing.pt: no such prepared bundle"):
         load_prepared(tmp_path / "missing.pt")
     assert load_prepared(tmp_path / "data.pt").sha256 == prepared.sha256
+
+
+def test_problem_from_prepared_uses_the_fixed_split_every_outer_step(tmp_path):
+    from fdshpo.problem import ClassificationProblem
+
+    prepared = prepare_dataset("fashion-mnist-sample", tmp_path / "data.pt", val_fraction=0.04,
+                               split_seed=5)
+    problem = ClassificationProblem.from_prepared(load_prepared(tmp_path / "data.pt"), "mlp",
+                                                  batch_size=32, val_batch_size=1000, seed=11)
+    val_x = prepared.dataset.train_images[prepared.val_index]
+    for outer_step in (0, 3):
+        task = problem(outer_step, 0, 4)
+        assert torch.equal(torch.cat([x for x, _ in task.val_batches]), val_x)
+        assert len(list(task.train_batches)) == 4
+    resplit = ClassificationProblem.from_prepared(prepared, "mlp", fixed_split=False, seed=11)
+    assert not torch.equal(resplit.split(0)[1], resplit.split(1)[1])
+    augmented = ClassificationProblem.from_prepared(prepared, "mlp", augment=True, seed=11,
+                                                    batch_size=32)
+    plain_x, plain_y = next(iter(problem(0, 0, 2).train_batches))
+    aug_x, aug_y = next(iter(augmented(0, 0, 2).train_batches))
+    assert aug_x.shape == plain_x.shape and not torch.equal(aug_x, plain_x)

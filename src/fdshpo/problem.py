@@ -6,15 +6,19 @@ Seeds are derived, never global: for run seed S, outer step s and replica r,
     network init       seed S + 104729 * r        (a replica keeps its init across outer steps)
     batch order        seed S + 7919 * s + 15485863 * r   (+ epoch inside ShuffledBatches)
 
-so every outer step of every replica is reproducible from S alone.
+so every outer step of every replica is reproducible from S alone. With ``val_index`` set (e.g.
+from a prepared bundle, :func:`fdshpo.data.load_prepared`) every outer step uses that fixed
+held-out split instead. ``augment=True`` applies the seeded random crop (4 pixels) and horizontal
+flip of :func:`fdshpo.data.random_crop_flip` to training batches (the CIFAR-10 recipe).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from .data.augment import random_crop_flip
 from .data.batches import ShuffledBatches, eval_batches, split_validation
 from .data.sample import TensorDataset
 from .models import build_model
@@ -33,6 +37,32 @@ class ClassificationProblem:
     seed: int = 0
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
+    augment: bool = False
+    init: str = "default"
+    val_index: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_prepared(cls, prepared, network: str = "lenet", fixed_split: bool = True,
+                      **options) -> ClassificationProblem:
+        """The problem over a :class:`~fdshpo.data.PreparedDataset`: its dataset, its
+        validation fraction, and (``fixed_split``) its fixed validation split."""
+        return cls(prepared.dataset, network, val_fraction=prepared.val_fraction,
+                   val_index=prepared.val_index if fixed_split else None, **options)
+
+    def split(self, outer_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train_index, val_index) of the training set for ``outer_step``."""
+        n = len(self.dataset.train_images)
+        if self.val_index is None:
+            return split_validation(n, self.val_fraction, self.split_seed(outer_step))
+        held_out = torch.zeros(n, dtype=torch.bool)
+        held_out[self.val_index] = True
+        return (~held_out).nonzero().flatten(), self.val_index
+
+    def batches(self, inputs: torch.Tensor, targets: torch.Tensor, num_steps: int, seed: int
+                ) -> ShuffledBatches:
+        """The training stream over (inputs, targets), augmented when ``augment`` is set."""
+        return ShuffledBatches(inputs, targets, self.batch_size, num_steps, seed,
+                               augment=random_crop_flip if self.augment else None)
 
     def split_seed(self, outer_step: int) -> int:
         return self.seed + 7919 * outer_step
@@ -45,18 +75,16 @@ class ClassificationProblem:
 
     def model(self, replica: int = 0) -> torch.nn.Module:
         net = build_model(self.network, self.dataset.input_shape, self.dataset.num_classes,
-                          self.init_seed(replica))
+                          self.init_seed(replica), init=self.init)
         return net.to(device=self.device, dtype=self.dtype)
 
     def __call__(self, outer_step: int, replica: int, num_steps: int) -> InnerTask:
         ds = self.dataset
-        train_index, val_index = split_validation(len(ds.train_images), self.val_fraction,
-                                                  self.split_seed(outer_step))
+        train_index, val_index = self.split(outer_step)
         x = ds.train_images.to(self.device, self.dtype)
         y = ds.train_labels.to(self.device)
         train_x, train_y = x[train_index.to(self.device)], y[train_index.to(self.device)]
         val_x, val_y = x[val_index.to(self.device)], y[val_index.to(self.device)]
-        train = ShuffledBatches(train_x, train_y, self.batch_size, num_steps,
-                                self.order_seed(outer_step, replica))
+        train = self.batches(train_x, train_y, num_steps, self.order_seed(outer_step, replica))
         return InnerTask(self.model(replica), train, eval_batches(val_x, val_y,
                                                                   self.val_batch_size))

@@ -66,10 +66,9 @@ def fetch_from_store(request: DataRequest, dest: Path) -> tuple[str, int]:
             raise RuntimeError(f"the object store module is not available ({err})") from None
         store = open_store(str(store), s3_endpoint=request.s3_endpoint)
     prefix = (request.store_prefix or f"datasets/{request.name}").strip("/")
-    keys = store.list(prefix)
+    keys = store.list(prefix + "/")
     for key in keys:
-        relative = key[len(prefix):] if key.startswith(prefix) else key
-        relative = relative.lstrip("/")
+        relative = key[len(prefix) + 1:]
         if not relative or ".." in Path(relative).parts:
             continue
         target = dest / relative
