@@ -17,6 +17,7 @@ from . import __version__
 from .errors import UserError
 
 COMMAND_MODULES = (
+    "fdshpo.commands.data",
     "fdshpo.commands.demo",
     "fdshpo.commands.runs",
     "fdshpo.commands.store",

@@ -139,13 +139,14 @@ def locate(request: DataRequest, plan: SourcePlan, check: Check) -> tuple[Path, 
 
 
 def _how_to(request: DataRequest, plan: SourcePlan) -> str:
-    ways = ["pass path=FOLDER holding the files",
+    ways = ["pass path=FOLDER holding the files (CLI: --data-path)",
             f"put the files under the data root {request.root} in the layout "
             + " or ".join(f"{f}/" for f in plan.root_folders)
-            + " (the root is root= or $FDSHPO_DATA_ROOT)",
+            + " (the root is root=, --data-root or $FDSHPO_DATA_ROOT)",
             *plan.how_to,
             f"upload the files to an object store under the prefix "
-            f"{request.store_prefix or 'datasets/' + request.name}/ and pass store=URI"]
+            f"{request.store_prefix or 'datasets/' + request.name}/ (fdshpo data upload) and pass "
+            "store=URI (--data-store)"]
     if plan.download is not None:
-        ways.append("on a machine that is online, pass download=True")
+        ways.append("on a machine that is online, pass download=True (--download)")
     return "Provide the data in one of these ways:\n  - " + "\n  - ".join(ways)
