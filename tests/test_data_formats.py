@@ -185,3 +185,32 @@ def test_bundled_sample_by_name():
     assert ds.train_images.shape == (5000, 1, 28, 28) and ds.test_images.shape == (1000, 1, 28, 28)
     assert torch.bincount(ds.train_labels).tolist() == [500] * 10
     assert torch.bincount(ds.test_labels).tolist() == [100] * 10
+
+
+def test_download_is_last_and_opt_in(tmp_path):
+    """The download step, with a stand-in downloader (no network here) writing real files."""
+    from fdshpo.data.registry import DataRequest
+    from fdshpo.data.sources import SourcePlan, locate
+    from fdshpo.data.standard import check_idx_folder
+
+    calls = []
+
+    def fake_download(root):  # stands in for torchvision's downloader
+        calls.append(root)
+        make_idx_folder(root / "MNIST" / "raw", gz=True)
+
+    plan = SourcePlan(layouts=("",), root_folders=("MNIST/raw",), download=fake_download)
+    with pytest.raises(DatasetNotFound, match="torchvision download: not enabled"):
+        locate(DataRequest("mnist", tmp_path), plan, check_idx_folder)
+    assert calls == []
+    folder, source = locate(DataRequest("mnist", tmp_path, download=True), plan,
+                            check_idx_folder)
+    assert calls == [tmp_path] and folder == tmp_path / "MNIST" / "raw"
+    assert source.startswith("torchvision download")
+
+    def offline(root):
+        raise OSError("Network is unreachable")
+
+    plan = SourcePlan(layouts=("",), root_folders=("MNIST/raw",), download=offline)
+    with pytest.raises(DatasetNotFound, match="OSError: Network is unreachable"):
+        locate(DataRequest("mnist", tmp_path / "other", download=True), plan, check_idx_folder)
