@@ -95,6 +95,27 @@ def test_an_unfinished_run_is_incomplete_and_can_be_finished_after_resuming(tmp_
         RunRecorder(store, "exp", recorder.run_id).start({"horizon": HORIZON})
 
 
+def test_pipeline_pieces_replica_by_replica_equal_tune(tmp_path, problem):
+    store = open_store(tmp_path)
+    reference = RunRecorder(store, "ref", checkpoint_every=0)
+    reference.start({})
+    expected = reference.tune(problem, _initial(), SignOptimizer(), outer_steps=2, replicas=2)
+    recorder = RunRecorder(store, "pipeline", "p1", checkpoint_every=3)
+    recorder.start({})
+    optimizer = SignOptimizer()
+    for outer_step in range(2):  # what the inner and outer components do, one call each
+        state = recorder.current_state(_initial(), optimizer)
+        assert state.next_outer_step == outer_step
+        for replica in range(2):
+            recorder.run_replica(problem, state.schedule, optimizer.learn, outer_step, replica)
+        state = recorder.outer_update(optimizer, state, replicas=2)
+    assert state.schedule == expected.schedule
+    assert [r.hypergradients for r in state.history] == [
+        r.hypergradients for r in expected.history]
+    with pytest.raises(StoreError, match=r"no result for replica\(s\) \[0, 1\] of outer step 2"):
+        recorder.replica_results(2, 2)
+
+
 def test_a_resumed_run_must_bring_its_config(tmp_path):
     store = open_store(tmp_path)
     RunRecorder(store, "exp", "r1").start({"horizon": 8})

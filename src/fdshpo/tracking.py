@@ -108,6 +108,11 @@ class RunRecorder:
                              "same config or start a new run id") from None
         return self.outer.latest()
 
+    def current_state(self, schedule: Schedule, optimizer: SignOptimizer) -> TuneState:
+        """The newest valid outer checkpoint, else the fresh state of ``schedule`` (what the
+        outer-update component starts from)."""
+        return self.outer.latest() or TuneState(schedule, optimizer.init(schedule))
+
     def on_outer_step(self, state: TuneState) -> None:
         """``tune``'s callback: the outer checkpoint, then any step record not yet written."""
         self.outer.save(state)
