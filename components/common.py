@@ -37,10 +37,12 @@ def open_run_store(config: ExperimentConfig):
 
 
 def recorder(config: ExperimentConfig, run_id: str):
-    """The run's :class:`~fdshpo.tracking.RunRecorder` (inner checkpoints every 200 steps)."""
+    """The run's :class:`~fdshpo.tracking.RunRecorder` (inner checkpoints every
+    ``config.checkpoint_every`` steps)."""
     from fdshpo.tracking import RunRecorder
 
-    return RunRecorder(open_run_store(config), config.experiment, run_id)
+    return RunRecorder(open_run_store(config), config.experiment, run_id,
+                       checkpoint_every=config.checkpoint_every)
 
 
 def set_threads(config: ExperimentConfig) -> int:

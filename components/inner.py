@@ -2,9 +2,10 @@
 
 Calls :func:`fdshpo.tune.run_replica` with the schedule of the current outer step, so replica
 ``r`` of outer step ``s`` sees exactly the data order and initialisation ``fdshpo.tune.tune``
-gives it. The run's :class:`~fdshpo.checkpoint.InnerCheckpointer` saves the inner state to the
-store every 200 steps: a retried or rerun component resumes from the newest checkpoint (and a
-replica whose result is already stored returns it without training). The result (validation
+gives it. The run's :class:`~fdshpo.checkpoint.InnerCheckpointer` saves the inner state to
+the store every ``checkpoint_every`` steps: a retried or rerun component resumes from the
+newest checkpoint (and a replica whose result is already stored returns it without training).
+The result (validation
 loss and per-segment hypergradients, float64) also goes to the ``hypergradients`` artifact.
 """
 

@@ -47,9 +47,16 @@ class Components:
     report: Callable
 
     @classmethod
-    def with_image(cls, image: str) -> "Components":
+    def with_image(cls, image: str, suffix: str = "") -> "Components":
+        """Components named ``<function>[-suffix]`` (each level gets its own names, so the
+        compiler never has to deduplicate names, which it does in a varying order)."""
+
         def make(func):
-            return dsl.component(func=func, base_image=image, install_kfp_package=False)
+            component = dsl.component(func=func, base_image=image, install_kfp_package=False)
+            if suffix:
+                component.name = component.component_spec.name = (
+                    f"{component.component_spec.name}-{suffix}")
+            return component
 
         return cls(make(prepare_component), make(inner_component), make(outer_component),
                    make(carry_component), make(retrain_component), make(report_component))
@@ -102,11 +109,15 @@ class TaskSettings:
         return task
 
 
-def _level(index: int, next_level, comps: Components, settings: TaskSettings):
+def _level(index: int, next_level, image: str, settings: TaskSettings):
+    comps = Components.with_image(image, f"step-{index + 1}")
+
     @dsl.pipeline(name=f"outer-step-{index + 1}",
                   description=f"Outer step {index + 1}: replicas, sign update, early stop")
     def level(config_json: str, run_id: str, state: str, replicas: list,
               dataset: Input[Dataset]) -> str:
+        # group names are "<kind>-<counter>" per sub-pipeline: give each level its own range
+        dsl.pipeline_context.Pipeline.get_default_pipeline()._group_id = 100 * (index + 1)
         with dsl.ParallelFor(replicas) as replica:
             inner = settings.training(comps.inner(config_json=config_json, run_id=run_id,
                                                   state=state, replica=replica, dataset=dataset))
@@ -117,11 +128,11 @@ def _level(index: int, next_level, comps: Components, settings: TaskSettings):
         outer.set_display_name("outer-update")
         if next_level is None:
             return outer.outputs["state"]
-        with dsl.If(outer.outputs["converged"] == "no", name="continue"):
+        with dsl.If(outer.outputs["converged"] == "no", name=f"continue-after-{index + 1}"):
             deeper = next_level(config_json=config_json, run_id=run_id,
                                 state=outer.outputs["state"], replicas=replicas, dataset=dataset)
             deeper.set_caching_options(settings.caching)
-        with dsl.Else(name="converged"):
+        with dsl.Else(name=f"stop-after-{index + 1}"):
             done = settings.common(comps.carry(state=outer.outputs["state"]))
             done.set_display_name("stop")
         return dsl.OneOf(deeper.output, done.output)
@@ -140,11 +151,12 @@ def build_pipeline(config: ExperimentConfig, retune: bool = False):
 
         config = dataclasses.replace(
             config, outer=dataclasses.replace(config.outer, warm_start=True))
-    comps = Components.with_image(image_for(config))
+    image = image_for(config)
+    comps = Components.with_image(image)
     settings = TaskSettings(config, caching=not retune)
     first = None
     for index in reversed(range(config.outer.max_steps)):
-        first = _level(index, first, comps, settings)
+        first = _level(index, first, image, settings)
     config_default = json.dumps(config.to_dict(), sort_keys=True)
     replicas_default = list(range(config.outer.replicas))
     name = "fdshpo-retune" if retune else "fdshpo-fds"

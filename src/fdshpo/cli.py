@@ -17,10 +17,15 @@ from . import __version__
 from .errors import UserError
 
 COMMAND_MODULES = (
+    "fdshpo.commands.compare",
+    "fdshpo.commands.compile",
     "fdshpo.commands.data",
     "fdshpo.commands.demo",
+    "fdshpo.commands.run",
     "fdshpo.commands.runs",
+    "fdshpo.commands.schedule",
     "fdshpo.commands.store",
+    "fdshpo.commands.submit",
 )
 
 

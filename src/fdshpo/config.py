@@ -5,6 +5,7 @@ has a default)::
 
     experiment: demo                  # name; runs are grouped by it in the store
     seed: 0                           # every seed is derived from it (see fdshpo.problem)
+    checkpoint_every: 200             # inner checkpoint interval in steps (0: results only)
     data:      {dataset: fashion-mnist-sample, root: null, batch_size: 128, val_fraction: 0.05}
     network: mlp                      # mlp, lenet or wrn-D-K
     schedule:
@@ -133,6 +134,7 @@ class ExperimentConfig:
     store: StoreConfig = field(default_factory=StoreConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     seed: int = 0
+    checkpoint_every: int = 200
 
     @property
     def learn(self) -> tuple[str, ...]:
@@ -206,6 +208,7 @@ def _validate(data: Any) -> ExperimentConfig:
     if not NETWORK_PATTERN.match(network):
         raise UserError(f"network: unknown network {network!r}; allowed: {NETWORKS_ALLOWED}")
     seed = _int(top, "seed", default=0, minimum=0)
+    checkpoint_every = _int(top, "checkpoint_every", default=200, minimum=0)
 
     d = _section(top.get("data"), "data", DataConfig, required=True)
     names = dataset_names()
@@ -284,7 +287,7 @@ def _validate(data: Any) -> ExperimentConfig:
         image=_str(res, "image", "resources."))
 
     return ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
-                            store_cfg, resources_cfg, seed)
+                            store_cfg, resources_cfg, seed, checkpoint_every)
 
 
 def _section(value: Any, name: str, cls, required: bool = False) -> Mapping:

@@ -1,0 +1,128 @@
+"""The experiment config: the shipped configs load, round-trip, and bad ones are refused with
+messages that name the key and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fdshpo.config import ExperimentConfig, load_config
+from fdshpo.errors import UserError
+from fdshpo.schedule import Schedule
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_round_trip(path):
+    config = load_config(path)
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+    schedule = config.initial_schedule()
+    assert isinstance(schedule, Schedule)
+    assert schedule.segments == config.schedule.segments
+    assert config.optimizer().learn == config.learn
+
+
+def test_demo_config_is_the_bundled_sample():
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    assert config.data.dataset == "fashion-mnist-sample"
+    assert config.resources.gpus == 0
+    assert config.learn == ("lr", "momentum", "weight_decay")
+
+
+def minimal() -> dict:
+    return {"experiment": "x", "network": "mlp", "data": {"dataset": "fashion-mnist-sample"},
+            "schedule": {"horizon": 20}}
+
+
+def write(tmp_path, data) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_fill_a_minimal_config(tmp_path):
+    config = load_config(write(tmp_path, minimal()))
+    assert config.schedule.segments == {"lr": 1, "momentum": 1, "weight_decay": 1}
+    assert config.outer.replicas == 1 and config.store.uri == "./fdshpo-store"
+    assert config.checkpoint_every == 200
+
+
+def edit(path: str, value):
+    data = minimal()
+    *parents, last = path.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+DELETE = object()
+
+BAD = [
+    ("experiment", DELETE, "missing required key 'experiment'"),
+    ("schedule", DELETE, "missing required section 'schedule'"),
+    ("schedule.horizon", DELETE, "missing required key 'schedule.horizon'"),
+    ("data.dataset", DELETE, "missing required key 'data.dataset'"),
+    ("schedule.horizon", "100", "schedule.horizon must be an integer, got '100'"),
+    ("schedule.horizon", 0, "schedule.horizon must be >= 1, got 0"),
+    ("data.batch_size", 1.5, "data.batch_size must be an integer"),
+    ("data.val_fraction", 1.5, "data.val_fraction must be in (0.0, 1.0), got 1.5"),
+    ("network", "resnet", "network: unknown network 'resnet'; allowed: mlp, lenet or wrn-D-K"),
+    ("data.dataset", "imagenet", "data.dataset: unknown dataset 'imagenet'; allowed: "),
+    ("schedule.segments", {"lr": 30}, "schedule.segments.lr is 30 but schedule.horizon is only "
+                                      "20 steps; use at most 20 segments or a longer horizon"),
+    ("schedule.segments", {"learning_rate": 3},
+     "schedule.segments: unknown hyperparameter 'learning_rate'; allowed: lr, momentum, "
+     "weight_decay"),
+    ("schedule.bounds", {"lr": [1.0, 0.5]},
+     "schedule.bounds.lr is impossible: lower 1.0 is not below upper 0.5"),
+    ("schedule.bounds", {"momentum": [0.5]}, "schedule.bounds.momentum must be [lower, upper]"),
+    ("schedule.initial", {"lr": 2.0}, "schedule.bounds", ),
+    ("outer.step_sizes", {"lr": -0.1}, "outer.step_sizes.lr must be a positive number"),
+    ("outer.replicas", 0, "outer.replicas must be between 1 and 256, got 0"),
+    ("outer.decay", 2, "outer.decay must be in (0.0, 1.0], got 2.0"),
+    ("outer.warm_start", "yes", "outer.warm_start must be true or false"),
+    ("outer.max_step", 3, "unknown key(s) ['max_step'] in 'outer'; allowed keys: step_sizes"),
+    ("horizon", 3, "unknown key(s) ['horizon'] at the top level; allowed keys: experiment"),
+    ("resources.gpus", -1, "resources.gpus must be between 0 and 16, got -1"),
+    ("resources.memory", "lots", "resources.memory must be a Kubernetes quantity"),
+    ("resources.tolerations", [{"key": "k", "effect": "Sometimes"}],
+     "resources.tolerations[0].effect must be NoSchedule, PreferNoSchedule or NoExecute"),
+    ("experiment", "my experiment", "experiment must be 1-63 letters, digits"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD, ids=[b[0] + str(i) for i, b in
+                                                          enumerate(BAD)])
+def test_bad_configs_name_the_key(tmp_path, key, value, message):
+    data = edit(key, value)
+    if key == "schedule.initial":
+        data["schedule"]["bounds"] = {"lr": [0.0, 1.0]}
+    with pytest.raises(UserError) as info:
+        load_config(write(tmp_path, data))
+    assert message in str(info.value)
+
+
+def test_initial_outside_bounds_message(tmp_path):
+    data = minimal()
+    data["schedule"].update(initial={"lr": 2.0}, bounds={"lr": [0.0, 1.0]})
+    with pytest.raises(UserError, match=r"schedule.initial.lr = 2.0 lies outside "
+                                        r"schedule.bounds.lr \[0.0, 1.0\]"):
+        load_config(write(tmp_path, data))
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
+    with pytest.raises(UserError, match="is not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(UserError, match="must be a mapping of keys, got list"):
+        load_config(tmp_path / "list.yaml")

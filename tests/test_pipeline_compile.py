@@ -1,0 +1,111 @@
+"""The compiled pipeline: golden files for the demo and GPU configs, byte-identical on repeat,
+resources in the right executors, and the YAML loads back with kfp."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fdshpo.config import load_config
+from fdshpo.pipelines import compile_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("FDSHPO_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(autouse=True)
+def default_image(monkeypatch):
+    monkeypatch.delenv("FDSHPO_IMAGE", raising=False)
+
+
+@pytest.mark.parametrize("name,retune", [("demo", False), ("gpu-cifar10", False),
+                                         ("retune", True)])
+def test_compiled_yaml_matches_golden_and_is_deterministic(tmp_path, name, retune):
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    first = compile_pipeline(config, tmp_path / "a.yaml", retune=retune).read_bytes()
+    second = compile_pipeline(config, tmp_path / "b.yaml", retune=retune).read_bytes()
+    assert first == second, "compiling twice must give the same bytes"
+    golden = GOLDEN / f"pipeline-{name}.yaml"
+    if UPDATE:
+        golden.write_bytes(first)
+    assert first == golden.read_bytes(), (
+        f"{golden} is out of date; if the change is intended, regenerate with "
+        "FDSHPO_UPDATE_GOLDEN=1 pytest tests/test_pipeline_compile.py")
+
+
+def executors(spec: dict) -> dict:
+    return spec["deploymentSpec"]["executors"]
+
+
+def test_gpu_config_resources_in_the_training_executors(tmp_path):
+    config = load_config(ROOT / "configs" / "gpu-cifar10.yaml")
+    docs = list(yaml.safe_load_all(compile_pipeline(config, tmp_path / "p.yaml").read_text()))
+    spec, platform = docs
+    execs = executors(spec)
+    training = [n for n in execs if n.startswith(("exec-inner-component", "exec-retrain"))]
+    assert len(training) == config.outer.max_steps + 1
+    for name, ex in execs.items():
+        container = ex["container"]
+        assert container["image"] == "ghcr.io/fdshpo/fdshpo:0.1.0"
+        resources = container.get("resources", {})
+        if name in training:
+            assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+            assert resources["accelerator"]["resourceCount"] == "1"
+            assert resources["cpuLimit"] == 8 and resources["memoryLimit"] == 32
+        else:
+            assert "accelerator" not in resources
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in execs:
+        assert k8s[name]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact"
+        envs = {e["envVar"] for e in k8s[name]["secretAsEnv"][0]["keyToEnv"]}
+        assert envs == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+        if name in training:
+            assert k8s[name]["nodeSelector"]["labels"] == {
+                "cloud.google.com/gke-accelerator": "nvidia-tesla-a100"}
+            assert k8s[name]["tolerations"] == [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        else:
+            assert "nodeSelector" not in k8s[name] and "tolerations" not in k8s[name]
+    # no credential values anywhere, only the Secret's name
+    assert "AWS_SECRET_ACCESS_KEY=" not in (tmp_path / "p.yaml").read_text()
+
+
+def test_demo_pipeline_is_cpu_image_without_kfp_install(tmp_path):
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    text = compile_pipeline(config, tmp_path / "p.yaml").read_text()
+    spec = next(yaml.safe_load_all(text))
+    for ex in executors(spec).values():
+        assert ex["container"]["image"] == "ghcr.io/fdshpo/fdshpo:0.1.0-cpu"
+        assert "pip install" not in " ".join(ex["container"]["command"])
+    assert spec["root"]["inputDefinitions"]["parameters"]["replicas"]["defaultValue"] == [0]
+    assert "platforms" not in text  # no Secret, selectors or tolerations configured
+
+
+def test_retune_pipeline_never_caches(tmp_path):
+    config = load_config(ROOT / "configs" / "retune.yaml")
+    text = compile_pipeline(config, tmp_path / "p.yaml", retune=True).read_text()
+    assert "enableCache: true" not in text
+    spec = next(yaml.safe_load_all(text))
+    assert spec["pipelineInfo"]["name"] == "fdshpo-retune"
+
+
+def test_compiled_pipeline_loads_back(tmp_path):
+    from kfp import components
+
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    loaded = components.load_component_from_file(str(compile_pipeline(config,
+                                                                       tmp_path / "p.yaml")))
+    assert loaded.name == "fdshpo-fds"
+    assert set(loaded.component_spec.inputs) == {"config_json", "run_id", "replicas"}
+
+
+def test_every_package_under_src_is_listed_in_pyproject():
+    tomllib = pytest.importorskip("tomllib")
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {".".join(p.parent.relative_to(ROOT / "src").parts)
+             for p in (ROOT / "src").rglob("__init__.py") if "egg-info" not in str(p)}
+    assert found <= listed, f"add {sorted(found - listed)} to pyproject's packages list"
+    assert {"fdshpo.components", "fdshpo.pipelines"} <= listed
