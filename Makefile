@@ -26,6 +26,7 @@ lint: install
 
 bench: install
 	$(PY) bench/engine.py
+	$(PY) bench/data.py
 
 # The component images (GPU and CPU), tagged with fdshpo.image.component_image(gpu=True/False).
 # Needs a running Docker engine; DOCKER=podman works too.
