@@ -4,6 +4,7 @@ run of bench/quality.py."""
 import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,26 @@ def test_quality_bench_smoke_run(tmp_path):
     assert "| fds |" in report and "| linear |" in report and "- machine:" in report
     assert len((out / "partial.jsonl").read_text().splitlines()) == 4
     assert (out / "comparison.csv").exists() and (out / "accuracy_vs_budget.png").exists()
+
+
+def test_gpu_bench_dry_run_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--device", "cpu",
+                           "--network", "lenet", "--batch-size", "4", "--horizon", "7",
+                           "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "FDS step, (7,1,1), 9 tangents" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["plain_step_ms"] > 0 and data["fds_step_in_plain_steps"] > 1
+    assert set(data["peak_memory_mib"]) == {"7", "70"}
+
+
+def test_gpu_bench_refuses_without_cuda_and_says_what_to_do():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "CUDA is not available here" in proc.stderr and "--device cpu" in proc.stderr
