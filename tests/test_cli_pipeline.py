@@ -1,0 +1,168 @@
+"""The run / compile / submit / schedule commands: success paths and bad input messages.
+
+submit and schedule talk to a KFP API. No KFP API server can run on this machine, so they are
+tested against ``FakeKfpApi``, a fake: a local HTTP server answering the few v2beta1 REST calls
+``kfp.Client`` makes and recording what it was sent."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fdshpo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "configs" / "demo.yaml")
+
+
+class FakeKfpApi:
+    """A fake KFP API (see the module docstring): records (method, path, json body)."""
+
+    REPLIES = {"/apis/v2beta1/experiments": {"experiment_id": "exp-1", "display_name": "e"},
+               "/apis/v2beta1/runs": {"run_id": "run-1", "display_name": "r"},
+               "/apis/v2beta1/recurringruns": {"recurring_run_id": "rr-1",
+                                               "display_name": "r"}}
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict]] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self):
+                size = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(size) or b"{}")
+                api.requests.append((self.command, self.path, body))
+                path = self.path.split("?")[0]
+                reply = ({"experiments": []} if self.command == "GET" and path.endswith(
+                    "experiments") else api.REPLIES.get(path, {}))
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _reply
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.host = f"http://127.0.0.1:{self.server.server_port}"
+
+    def posted(self, path: str) -> list[dict]:
+        return [b for m, p, b in self.requests if m == "POST" and p.startswith(path)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def kfp_api():
+    api = FakeKfpApi()
+    yield api
+    api.close()
+
+
+@pytest.fixture(autouse=True)
+def default_image(monkeypatch):
+    monkeypatch.delenv("FDSHPO_IMAGE", raising=False)
+
+
+def test_compile_writes_the_same_bytes_twice(tmp_path, capsys):
+    assert main(["compile", DEMO, "-o", str(tmp_path / "a.yaml")]) == 0
+    assert main(["compile", DEMO, "-o", str(tmp_path / "b.yaml")]) == 0
+    assert (tmp_path / "a.yaml").read_bytes() == (tmp_path / "b.yaml").read_bytes()
+    assert "wrote fds pipeline for experiment demo" in capsys.readouterr().out
+    assert main(["compile", DEMO, "--pipeline", "retune", "-o", str(tmp_path / "r.yaml")]) == 0
+    assert "name: fdshpo-retune" in (tmp_path / "r.yaml").read_text()
+
+
+def test_submit_creates_a_run(kfp_api, capsys):
+    assert main(["submit", DEMO, "--host", kfp_api.host, "--experiment", "nightly"]) == 0
+    assert "submitted fds run run-1 of experiment nightly" in capsys.readouterr().out
+    [experiment] = kfp_api.posted("/apis/v2beta1/experiments")
+    assert experiment["display_name"] == "nightly"
+    [run] = kfp_api.posted("/apis/v2beta1/runs")
+    assert run["experiment_id"] == "exp-1"
+    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "fdshpo-fds"
+
+
+def test_schedule_creates_an_uncached_recurring_retune(kfp_api, capsys):
+    retune = str(ROOT / "configs" / "retune.yaml")
+    assert main(["schedule", retune, "--host", kfp_api.host, "--cron", "0 3 * * *",
+                 "--pipeline", "retune"]) == 0
+    assert "scheduled retune recurring run rr-1 (0 0 3 * * *)" in capsys.readouterr().out
+    [job] = kfp_api.posted("/apis/v2beta1/recurringruns")
+    assert job["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert job["no_catchup"] is True
+    spec = json.dumps(job["pipeline_spec"])
+    assert "fdshpo-retune" in spec and '"enableCache": true' not in spec
+
+
+def test_schedule_refuses_a_bad_cron(kfp_api, capsys):
+    assert main(["schedule", DEMO, "--host", kfp_api.host, "--cron", "every day"]) == 2
+    assert "--cron 'every day' is not a cron expression; give five fields" in \
+        capsys.readouterr().err
+    assert kfp_api.requests == []
+
+
+def test_run_inline_prints_schedule_accuracy_and_report(tmp_path, capsys):
+    data = yaml.safe_load(Path(DEMO).read_text())
+    data["schedule"].update(horizon=20, segments={"lr": 2, "momentum": 1, "weight_decay": 1})
+    data["outer"]["max_steps"] = 1
+    data["retrain"] = {"horizon": 20}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    store = tmp_path / "store"
+    assert main(["run", str(config), "--runner", "inline", "--store", str(store),
+                 "--run-id", "cli-run"]) == 0
+    out = capsys.readouterr().out
+    assert "outer step 1/1: val loss" in out
+    assert "learned schedule after 1 outer step(s)" in out
+    assert "test accuracy after retraining: learned" in out
+    assert "report: file://" in out and "experiments/demo/runs/cli-run/report.html" in out
+    assert (store / "experiments/demo/runs/cli-run/run.json").is_file()
+    assert (store / "experiments/demo/latest.json").is_file()
+
+
+BAD = [
+    ({"network": "resnet"}, "network: unknown network 'resnet'; allowed: mlp, lenet or wrn-D-K"),
+    ({"data": {"dataset": "imagenet"}}, "data.dataset: unknown dataset 'imagenet'"),
+    ({"schedule": {"horizon": 3, "segments": {"lr": 5}}},
+     "schedule.segments.lr is 5 but schedule.horizon is only 3 steps"),
+    ({"schedule": {"horizon": 10, "bounds": {"lr": [1.0, 0.0]}}},
+     "schedule.bounds.lr is impossible: lower 1.0 is not below upper 0.0"),
+    ({"schedule": {"horizon": "long"}}, "schedule.horizon must be an integer, got 'long'"),
+    ({"network": None}, "missing required key 'network'"),
+]
+
+
+@pytest.mark.parametrize("changes,message", BAD, ids=[m[:30] for _, m in BAD])
+@pytest.mark.parametrize("command", ["run", "compile"])
+def test_bad_configs_exit_2_with_the_message(tmp_path, capsys, command, changes, message):
+    data = yaml.safe_load(Path(DEMO).read_text())
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+        else:
+            data[key] = value
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(data))
+    argv = [command, str(config)] + (["-o", str(tmp_path / "p.yaml")]
+                                     if command == "compile" else ["--runner", "inline"])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fdshpo: error: ") and message in err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_missing_config_file(capsys):
+    assert main(["compile", "nope.yaml", "-o", "x.yaml"]) == 2
+    assert "config file 'nope.yaml' does not exist" in capsys.readouterr().err
