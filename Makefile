@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m fdshpo.demo
+	$(VENV)/bin/fdshpo run configs/demo.yaml
 
 test: install
 	$(PY) -m pytest -q
