@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fdshpo-installed
 PIP_FLAGS := --disable-pip-version-check --progress-bar off
 
-.PHONY: install demo test lint bench clean image docker-engine
+.PHONY: install demo test lint bench bench-quality bench-gpu clean image docker-engine
 
 install: $(STAMP)
 
@@ -27,6 +27,17 @@ lint: install
 bench: install
 	$(PY) bench/engine.py
 	$(PY) bench/data.py
+
+# FDS vs every baseline at equal budget (full Fashion-MNIST, LeNet, 3 seeds; about 5 min on one
+# H100/H200); QUALITY_ARGS='--smoke' runs a seconds-long CPU version.
+QUALITY_ARGS ?= --device cuda --max-minutes 4
+QUALITY_OUT  ?= bench/results/quality-run
+bench-quality: install
+	$(PY) bench/quality.py $(QUALITY_ARGS) --out $(QUALITY_OUT)
+
+# WRN-16-1 step, tangent and memory cost on a GPU (1-2 min).
+bench-gpu: install
+	$(PY) bench/gpu.py --out bench/results/gpu-run.json
 
 # The component images (GPU and CPU), tagged with fdshpo.image.component_image(gpu=True/False).
 # Needs a running Docker engine; DOCKER=podman works too.
