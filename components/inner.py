@@ -23,7 +23,7 @@ def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path:
     from fdshpo.tune import TuneState, run_replica
 
     state = TuneState.from_dict(json.loads(state_json))
-    step, replica = state.next_outer_step, int(replica)
+    step, replica = state.next_outer_step, int(float(replica))
     rec = recorder(config, run_id)
     problem = problem_for(config, read_dataset(dataset_path))
     started = time.perf_counter()
@@ -35,9 +35,12 @@ def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path:
             "resumed": [list(r) for r in rec.inner.resumed]}
 
 
-def inner_component(config_json: str, run_id: str, state: str, replica: int,
+def inner_component(config_json: str, run_id: str, state: str, replica: str,
                     dataset: Input[Dataset], hypergradients: Output[Artifact]):
-    """KFP: one replica's hypergradients for the current schedule (GPU when configured)."""
+    """KFP: one replica's hypergradients for the current schedule (GPU when configured).
+
+    ``replica`` is the replica index as a string: numbers inside list parameters come back
+    from KFP as floats, and a float is refused by an integer input."""
     import json
 
     from fdshpo.components.common import config_from_json

@@ -10,7 +10,7 @@ Level k (a nested pipeline, built bottom-up in Python)::
 
 The top pipeline: prepare -> level 0 -> retrain -> report, so retraining always gets the state
 of whichever level ran last. The config travels as one JSON string parameter (its default is
-the compiled config); ``replicas`` is a list parameter ([0 .. R-1]); the dataset is passed down
+the compiled config); ``replicas`` is a list parameter (["0" .. "R-1"]); the dataset is passed down
 from prepare as an artifact (dsl.OneOf is used for parameters only). Resources (GPUs,
 CPU/memory, node selector, tolerations, credentials Secret as env, retries) come from
 ``config.resources``; a retune pipeline disables caching on every task.
@@ -143,8 +143,8 @@ def _level(index: int, next_level, image: str, settings: TaskSettings):
 def build_pipeline(config: ExperimentConfig, retune: bool = False):
     """The FDS pipeline (or, with ``retune``, the retune pipeline) for ``config``.
 
-    Pipeline parameters: ``config_json`` (default: this config), ``run_id`` ("" = derived from
-    the KFP job id) and ``replicas`` (default [0 .. outer.replicas - 1]).
+    Pipeline parameters: ``config_json`` (default: this config), ``run_id`` ("": a new run id)
+    and ``replicas`` (default ["0" .. "R-1"], the replica indices as strings).
     """
     if retune and not config.outer.warm_start:
         import dataclasses
@@ -158,7 +158,7 @@ def build_pipeline(config: ExperimentConfig, retune: bool = False):
     for index in reversed(range(config.outer.max_steps)):
         first = _level(index, first, image, settings)
     config_default = json.dumps(config.to_dict(), sort_keys=True)
-    replicas_default = list(range(config.outer.replicas))
+    replicas_default = [str(r) for r in range(config.outer.replicas)]
     name = "fdshpo-retune" if retune else "fdshpo-fds"
     description = (f"{'Retune (warm start) ' if retune else ''}FDS hyperparameter schedule "
                    f"learning for experiment {config.experiment}")

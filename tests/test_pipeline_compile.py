@@ -79,7 +79,7 @@ def test_demo_pipeline_is_cpu_image_without_kfp_install(tmp_path):
     for ex in executors(spec).values():
         assert ex["container"]["image"] == "ghcr.io/fdshpo/fdshpo:0.1.0-cpu"
         assert "pip install" not in " ".join(ex["container"]["command"])
-    assert spec["root"]["inputDefinitions"]["parameters"]["replicas"]["defaultValue"] == [0]
+    assert spec["root"]["inputDefinitions"]["parameters"]["replicas"]["defaultValue"] == ["0"]
     assert "platforms" not in text  # no Secret, selectors or tolerations configured
 
 
