@@ -192,3 +192,16 @@ def compile_pipeline(config: ExperimentConfig, path: str | Path, retune: bool = 
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(build_pipeline(config, retune), str(path))
     return path
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from fdshpo.config import load_config
+
+    parser = argparse.ArgumentParser(description="Compile the FDS (or retune) pipeline.")
+    parser.add_argument("config")
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--retune", action="store_true")
+    args = parser.parse_args()
+    print(compile_pipeline(load_config(args.config), args.output, retune=args.retune))

@@ -10,6 +10,7 @@ import contextlib
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +103,12 @@ def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                    raise_on_error=True)
-        with _plain_kfp_logs(), _environment(FDSHPO_TORCH_THREADS=str(threads)):
+        with (_plain_kfp_logs(), _environment(FDSHPO_TORCH_THREADS=str(threads)),
+              warnings.catch_warnings()):
+            # resources, retries and display names only matter on a cluster
+            warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
+            # the image is this environment's: SubprocessRunner runs the same installed code
+            warnings.filterwarnings("ignore", message=".*non-Python base image")
             pipeline(run_id=run_id)
     finally:
         if pipeline_root is None:

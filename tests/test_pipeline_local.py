@@ -153,3 +153,22 @@ def test_killed_inner_component_resumes_from_its_checkpoint(tmp_path):
     fresh = run_replica(problem, config.initial_schedule(), config.learn, 0, 0,
                         nn.functional.cross_entropy)
     assert record["grads"] == {n: g.tolist() for n, g in fresh.grads.items()}
+
+
+def test_retune_warm_starts_from_the_latest_learned_schedule(tmp_path):
+    from fdshpo.pipelines.local import run_inline
+    from fdshpo.store import open_store
+    from fdshpo.tracking import load_run
+
+    path = small_config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["outer"].update(max_steps=1, replicas=1)
+    path.write_text(yaml.safe_dump(data))
+    config = load_config(path)
+    first = run_inline(config, "first", progress=lambda line: None)
+    second = run_inline(config, "second", retune=True, progress=lambda line: None)
+    store = open_store(config.store.uri)
+    started_from = load_run(store, "second", config.experiment).steps[0]["schedule"]
+    assert started_from["values"] == first.schedule.to_dict()["values"]
+    assert started_from["values"] != config.initial_schedule().to_dict()["values"]
+    assert second.outer_steps == 1
