@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from fdshpo.config import load_config
+from fdshpo.image import component_image
 from fdshpo.pipelines import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def test_gpu_config_resources_in_the_training_executors(tmp_path):
     assert len(training) == config.outer.max_steps + 1
     for name, ex in execs.items():
         container = ex["container"]
-        assert container["image"] == "ghcr.io/fdshpo/fdshpo:0.1.0"
+        assert container["image"] == component_image(gpu=True)
         resources = container.get("resources", {})
         if name in training:
             assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
@@ -77,7 +78,7 @@ def test_demo_pipeline_is_cpu_image_without_kfp_install(tmp_path):
     text = compile_pipeline(config, tmp_path / "p.yaml").read_text()
     spec = next(yaml.safe_load_all(text))
     for ex in executors(spec).values():
-        assert ex["container"]["image"] == "ghcr.io/fdshpo/fdshpo:0.1.0-cpu"
+        assert ex["container"]["image"] == component_image(gpu=False)
         assert "pip install" not in " ".join(ex["container"]["command"])
     assert spec["root"]["inputDefinitions"]["parameters"]["replicas"]["defaultValue"] == ["0"]
     assert "platforms" not in text  # no Secret, selectors or tolerations configured
