@@ -126,3 +126,20 @@ def test_gpu_bench_refuses_without_cuda_and_says_what_to_do():
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "CUDA is not available here" in proc.stderr and "--device cpu" in proc.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_method_runs_on_cuda(space):
+    from dataclasses import replace
+
+    from fdshpo.baselines import METHODS as ALL
+
+    data = load_fashion_mnist_sample()
+    data = replace(data, **{k: getattr(data, k).cuda() for k in (
+        "train_images", "train_labels", "test_images", "test_labels")})
+    problem = ClassificationProblem(data, "lenet", batch_size=64, val_fraction=0.1,
+                                    device="cuda")
+    result = compare(problem, space, list(ALL), cost_model=COSTS,
+                     method_options={"fds": {"outer_steps": 2}})
+    assert {r.method for r in result.rows} == set(ALL)
+    assert all(0.0 < r.test_accuracy <= 1.0 and r.cost <= r.budget for r in result.rows)
