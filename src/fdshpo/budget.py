@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .forward import ForwardEngine
+from .forward import ForwardEngine, TangentColumns
 from .inner import train
 from .problem import ClassificationProblem
 from .schedule import Schedule
@@ -100,8 +100,6 @@ class Ledger:
 
 def fds_run_ledger(schedule: Schedule, learn, val_examples: int) -> Ledger:
     """The work of one FDS inner run (tangents for ``learn``) and its validation gradient."""
-    from .forward import TangentColumns
-
     columns = TangentColumns.of(schedule, tuple(learn))
     live = sum(columns.live(t) for t in range(schedule.num_steps))
     return Ledger(fds_steps=schedule.num_steps, fds_columns=live, grad_examples=val_examples)
