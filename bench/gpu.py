@@ -16,7 +16,8 @@ cost does not depend on the values):
 - ``peak_memory_mib``: ``torch.cuda.max_memory_allocated`` of a whole FDS run at ``--horizon``
   and 10x ``--horizon`` steps, each in a fresh subprocess (it must not grow with the horizon).
 
-Prints a short table and writes the JSON to ``--out``.
+Prints a short table and writes the JSON to ``--out`` and the table as Markdown beside it
+(same name, ``.md``).
 """
 
 from __future__ import annotations
@@ -209,8 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"memory growth for 10x the horizon: x{results['memory_growth_ratio']:.3f}; "
           f"wall {results['wall_seconds']:.0f}s")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2))
+        table = ["| measure | time / memory | plain steps |", "|---|---|---|"]
+        table += [f"| {name} | {value} | {ratio} |" for name, value, ratio in rows]
+        out.with_suffix(".md").write_text("\n".join([
+            f"# FDS cost on {results['device']}", "",
+            f"- command: `{results['command']}`", f"- date: {results['date']}",
+            f"- model: {results['model']}; torch {torch.__version__}"
+            + (f", CUDA {results['cuda']}" if results["cuda"] else ""),
+            f"- memory growth for 10x the horizon: x{results['memory_growth_ratio']:.3f}",
+            "", *table, ""]))
     return 0
 
 

@@ -117,6 +117,7 @@ def test_gpu_bench_dry_run_on_cpu(tmp_path):
     data = json.loads(out.read_text())
     assert data["plain_step_ms"] > 0 and data["fds_step_in_plain_steps"] > 1
     assert set(data["peak_memory_mib"]) == {"7", "70"}
+    assert "| FDS step, (7,1,1), 9 tangents |" in out.with_suffix(".md").read_text()
 
 
 def test_gpu_bench_refuses_without_cuda_and_says_what_to_do():
