@@ -6,7 +6,8 @@ LeNet-5 on 28x28 inputs, batch 128 (random data: the cost does not depend on the
 Reports, each as a median over interleaved repeats (the machines are shared and noisy):
 
 - ``fds_step_ratio``: mean time per inner step of ``hypergradient`` with (7, 1, 1) learned
-  segments over the horizon, over one plain SGD step (target <= 7 on CPU);
+  segments over the horizon, over one plain SGD step (target <= 7 on CPU), with the HVP form
+  that ``hvp="auto"`` picks on the device, and the same with the other form;
 - ``tangent_cost``: extra plain steps per live tangent (slope of the grad+HVP pass over K);
 - peak memory of the whole FDS run at two horizons 10x apart (each in a fresh subprocess:
   peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA); it must be flat.
@@ -59,18 +60,19 @@ def time_plain(model: nn.Module, batches, device: str) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
-def time_fds(model: nn.Module, batches, val, horizon: int, device: str) -> float:
+def time_fds(model: nn.Module, batches, val, horizon: int, device: str,
+             hvp: str = "auto") -> float:
     """Seconds per inner step of a whole hypergradient() run with (7, 1, 1) segments."""
     schedule = fdshpo.Schedule.constant(horizon, lr=0.01, momentum=0.9, weight_decay=5e-4,
                                         segments={"lr": 7, "momentum": 1, "weight_decay": 1})
     sync(device)
     start = time.perf_counter()
-    fdshpo.hypergradient(model, LOSS, batches[:horizon], val, schedule)
+    fdshpo.hypergradient(model, LOSS, batches[:horizon], val, schedule, hvp=hvp)
     sync(device)
     return (time.perf_counter() - start) / horizon
 
 
-def time_grad_hvp(model: nn.Module, batches, k: int, device: str) -> float:
+def time_grad_hvp(model: nn.Module, batches, k: int, device: str) -> float:  # hvp="auto"
     """Seconds for one batched gradient + K Hessian-vector products pass."""
     schedule = fdshpo.Schedule.constant(2, lr=0.01)
     engine = ForwardEngine(model, LOSS, schedule)
@@ -129,15 +131,20 @@ def main() -> None:
     batches = make_batches(args.horizon, args.device)
     val = make_batches(2, args.device, seed=1)
     time_plain(model, batches[:5], args.device)  # warm-up
-    time_fds(model, batches, val, 7, args.device)
-    ratios, plains = [], []
-    for _ in range(args.repeats):  # interleaved: plain, FDS, plain
+    default = "forward" if args.device == "cuda" else "reverse"  # what hvp="auto" picks
+    other = "reverse" if default == "forward" else "forward"
+    time_fds(model, batches, val, 7, args.device, hvp=default)
+    time_fds(model, batches, val, 7, args.device, hvp=other)
+    ratios, other_ratios, plains = [], [], []
+    for _ in range(args.repeats):  # interleaved: plain, FDS (both HVP forms), plain
         before = time_plain(model, batches, args.device)
-        fds = time_fds(model, batches, val, args.horizon, args.device)
+        fds = time_fds(model, batches, val, args.horizon, args.device, hvp=default)
+        fds_other = time_fds(model, batches, val, args.horizon, args.device, hvp=other)
         after = time_plain(model, batches, args.device)
         plain = (before + after) / 2
         plains.append(plain)
         ratios.append(fds / plain)
+        other_ratios.append(fds_other / plain)
     plain = statistics.median(plains)
     ks = [1, 3, 5, 9]
     pass_costs = {}
@@ -157,14 +164,18 @@ def main() -> None:
         "plain_step_ms": plain * 1e3,
         "fds_step_ratio": statistics.median(ratios),
         "fds_step_ratios": ratios,
+        "hvp_default": default,
+        f"fds_step_ratio_hvp_{other}": statistics.median(other_ratios),
         "grad_hvp_pass_in_plain_steps": pass_costs,
         "tangent_cost_in_plain_steps": slope,
         "peak_memory_mib": memory,
         "memory_growth_ratio": memory[horizons[1]] / memory[horizons[0]],
     }
     print(f"plain SGD step: {plain * 1e3:.2f} ms on {results['device']}")
-    print(f"FDS step with (7,1,1) over {args.horizon} steps: {results['fds_step_ratio']:.2f} "
-          f"plain steps (repeats: {', '.join(f'{r:.2f}' for r in ratios)}; target <= 7)")
+    print(f"FDS step with (7,1,1) over {args.horizon} steps, hvp={default!r} (the default here): "
+          f"{results['fds_step_ratio']:.2f} plain steps (repeats: "
+          f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= 7); with hvp={other!r}: "
+          f"{statistics.median(other_ratios):.2f}")
     print("grad + K HVPs in one pass: " + ", ".join(f"K={k}: {c:.2f}" for k, c in
                                                     pass_costs.items()) + " plain steps")
     print(f"one live tangent costs {slope:.2f} plain steps")

@@ -27,12 +27,13 @@ def _assert_rel_close(ours, ref, rtol):
         assert err < rtol, f"{name}: relative error {err:.3g}"
 
 
+@pytest.mark.parametrize("hvp", ["reverse", "forward"])
 @pytest.mark.parametrize("kind", ["mlp", "conv_bn"])
 @pytest.mark.parametrize("learn", [("lr", "momentum", "weight_decay"), ("lr",),
                                    ("momentum", "weight_decay")])
-def test_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind, learn):
+def test_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind, learn, hvp):
     model, train, val = _case(kind)
-    result = hypergradient(model, LOSS, train, val, SCHEDULE, learn=learn)
+    result = hypergradient(model, LOSS, train, val, SCHEDULE, learn=learn, hvp=hvp)
     ref_loss, ref = unrolled_reverse_hypergradient(model, LOSS, train, val, SCHEDULE, learn)
     assert set(result.grads) == set(learn)
     for name in learn:
@@ -136,6 +137,13 @@ def test_wrong_number_of_batches_is_reported():
         hypergradient(model, LOSS, train + train[:1], val, SCHEDULE)
     with pytest.raises(ValueError, match="val_batches is empty"):
         hypergradient(model, LOSS, train, [], SCHEDULE)
+
+
+def test_unknown_hvp_mode_is_reported():
+    model, train, val = _case("mlp")
+    with pytest.raises(ValueError,
+                       match=r"hvp must be one of \['auto', 'reverse', 'forward'\], got 'fwd'"):
+        hypergradient(model, LOSS, train, val, SCHEDULE, hvp="fwd")
 
 
 def test_unknown_or_empty_learn_is_reported():

@@ -170,6 +170,25 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
     store = open_store(uri, deadline=2.0)
     recorder, result = _record_run(store, problem, outer_steps=1, finish=False)
     failure = []
+    uploading = threading.Event()
+    real_put = store._client.put_object
+
+    class SignalsMidUpload:  # observes the real upload's progress; changes no byte
+        def __init__(self, stream):
+            self.stream, self.sent = stream, 0
+
+        def read(self, size=-1):
+            chunk = self.stream.read(size)
+            self.sent += len(chunk)
+            if self.sent > 16 * 2**20 and not uploading.is_set():
+                uploading.set()
+                time.sleep(1.0)  # the server is killed during this pause, mid-upload
+            return chunk
+
+    def observed_put(bucket, name, data, length, **options):
+        return real_put(bucket, name, SignalsMidUpload(data), length, **options)
+
+    store._client.put_object = observed_put
 
     def write_then_finish():
         try:  # a large artifact, then the record: the server dies during the upload
@@ -180,7 +199,7 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
 
     writer = threading.Thread(target=write_then_finish)
     writer.start()
-    time.sleep(0.3)
+    assert uploading.wait(60), "the upload never got past its first 16 MiB"
     s3_env.kill()
     writer.join(60)
     s3_env.start()  # same ports, keys and data directory

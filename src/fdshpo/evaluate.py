@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .data.batches import ShuffledBatches, eval_batches
+from .data.batches import eval_batches
 from .inner import load_state, train
 from .problem import ClassificationProblem
 from .schedule import Schedule
@@ -60,8 +60,7 @@ def retrain_and_test(problem: ClassificationProblem, schedule: Schedule,
     x = ds.train_images.to(problem.device, problem.dtype)
     y = ds.train_labels.to(problem.device)
     model = problem.model(0)
-    batches = ShuffledBatches(x, y, problem.batch_size, num_steps,
-                              problem.seed + 1 if seed is None else seed)
+    batches = problem.batches(x, y, num_steps, problem.seed + 1 if seed is None else seed)
     last = []
     state = train(model, nn.functional.cross_entropy, batches, schedule,
                   on_step=lambda t, loss: last.append(loss) if t == num_steps - 1 else None)

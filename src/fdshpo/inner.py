@@ -7,8 +7,10 @@ One step t with hyperparameters (eta_t, mu_t, omega_t) read from the schedule:
     theta_{t+1} = theta_t - eta_t * v_{t+1}
 
 which is ``torch.optim.SGD(momentum=mu, dampening=0, nesterov=False, weight_decay=omega)`` with the
-values set per step; the floating-point operations are done in the same order as torch's, so the
-trajectories agree to the last bit on the same device.
+values set per step, whenever the momentum is non-zero from step 0 (torch starts its momentum
+buffer only at the first step with non-zero momentum; here v_t follows the equation at every
+step, which is what the hypergradient differentiates). The floating-point operations are done
+in torch's order, so the trajectories agree to rounding on the same device.
 
 ``train`` runs that optimiser over a horizon with ordinary autograd (no tangents) through
 ``torch.func.functional_call``; BatchNorm layers use batch statistics in train mode and their
