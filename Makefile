@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 demo: install
 	$(VENV)/bin/fdshpo run configs/demo.yaml
 
+# The pytest script, not `python -m pytest`: the latter puts the checkout root on sys.path, where
+# the top-level docker/ folder shadows the `docker` module that kfp.local probes for.
 test: install
-	$(PY) -m pytest -q
+	$(VENV)/bin/pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .
