@@ -7,8 +7,10 @@ Both end with the run's record in the store and return a :class:`RunSummary`.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,14 +77,43 @@ def _environment(**values: str):
 def _plain_kfp_logs():
     """kfp.local indents component output by swapping the global ``print``; with ParallelFor
     threads the indentation piles up (megabytes of spaces). Keep prints as they are."""
-    from kfp.local import logging_utils
+    from kfp.local import logging_utils, subprocess_task_handler
 
     original = logging_utils.indented_print
     logging_utils.indented_print = lambda num_spaces=4: contextlib.nullcontext()
+    if not os.environ.get("FDSHPO_KFP_VERBOSE"):
+        subprocess_task_handler.print = _ExecutorLogFilter()
     try:
         yield
     finally:
         logging_utils.indented_print = original
+        subprocess_task_handler.__dict__.pop("print", None)
+
+
+class _ExecutorLogFilter:
+    """A ``print`` for kfp.local's component output that drops the KFP executor's own
+    bookkeeping (the executor-input JSON dump, component loading, output-file lines: ~130 KB
+    for the demo) and keeps what the components print. ``FDSHPO_KFP_VERBOSE=1`` keeps it all."""
+
+    NOISE = ("Looking for component", "Loading KFP component", "Wrote executor output file")
+
+    def __init__(self) -> None:
+        self._state = threading.local()  # ParallelFor replicas print from several threads
+
+    def __call__(self, *args, **kwargs) -> None:
+        line = " ".join(str(a) for a in args)
+        if getattr(self._state, "in_dump", False):
+            self._state.in_dump = line.rstrip("\n") != "}"
+            return
+        if line.startswith("[KFP Executor"):
+            if "Got executor_input:" in line:
+                self._state.in_dump = True
+                return
+            if any(marker in line for marker in self.NOISE):
+                return
+        if not line.strip():
+            return
+        print(*args, **kwargs)
 
 
 def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,

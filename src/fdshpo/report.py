@@ -48,7 +48,7 @@ def plot_schedule(steps: list[dict], final: dict | None) -> bytes:
     import matplotlib.pyplot as plt
     from matplotlib import colormaps
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     cmap = colormaps["viridis"]
     for ax, name in zip(axes, _NAMES):
         for i, step in enumerate(steps):
