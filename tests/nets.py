@@ -25,3 +25,14 @@ def batches_for(model_kind: str, num: int, batch: int = 8, seed: int = 1, dtype=
     classes = 3 if model_kind == "mlp" else 4
     return [(torch.randn(*shape, generator=gen, dtype=dtype),
              torch.randint(0, classes, (batch,), generator=gen)) for _ in range(num)]
+
+
+def sample_subset_problem(train: int, test: int, seed: int):
+    """An MLP ClassificationProblem on the first images of the bundled Fashion-MNIST sample."""
+    from fdshpo.data import TensorDataset, load_fashion_mnist_sample
+    from fdshpo.problem import ClassificationProblem
+
+    full = load_fashion_mnist_sample()
+    small = TensorDataset("sample-subset", full.train_images[:train], full.train_labels[:train],
+                          full.test_images[:test], full.test_labels[:test], 10)
+    return ClassificationProblem(small, "mlp", batch_size=32, val_fraction=0.1, seed=seed)

@@ -1,3 +1,4 @@
+
 """Checkpoint/resume: a resumed run equals an uninterrupted one, bit for bit on the CPU."""
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from nets import sample_subset_problem
 
 from fdshpo import Schedule, hypergradient
 from fdshpo.checkpoint import InnerCheckpointer, OuterCheckpointer
-from fdshpo.data import TensorDataset, load_fashion_mnist_sample
-from fdshpo.problem import ClassificationProblem
 from fdshpo.store import LocalStore
 from fdshpo.store.layout import RunLayout
 from fdshpo.tune import InnerTask
@@ -28,10 +28,7 @@ DRIVER = Path(__file__).with_name("resume_driver.py")
 
 @pytest.fixture(scope="module")
 def problem():
-    full = load_fashion_mnist_sample()
-    small = TensorDataset("sample-subset", full.train_images[:200], full.train_labels[:200],
-                          full.test_images[:50], full.test_labels[:50], 10)
-    return ClassificationProblem(small, "mlp", batch_size=32, val_fraction=0.1, seed=11)
+    return sample_subset_problem(train=200, test=50, seed=11)
 
 
 @pytest.fixture(scope="module")

@@ -1,3 +1,4 @@
+
 """Run tracking: records, listing, show/compare/report (library and CLI), crash safety."""
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import threading
 import time
 
 import pytest
+from nets import sample_subset_problem
 
 from fdshpo import Schedule, SignOptimizer
 from fdshpo.cli import main as cli
-from fdshpo.data import TensorDataset, load_fashion_mnist_sample
-from fdshpo.problem import ClassificationProblem
 from fdshpo.store import StoreError, open_store
 from fdshpo.tracking import (
     RunRecorder,
@@ -30,10 +30,7 @@ HORIZON = 8
 
 @pytest.fixture(scope="module")
 def problem():
-    full = load_fashion_mnist_sample()
-    small = TensorDataset("sample-subset", full.train_images[:200], full.train_labels[:200],
-                          full.test_images[:50], full.test_labels[:50], 10)
-    return ClassificationProblem(small, "mlp", batch_size=32, val_fraction=0.1, seed=2)
+    return sample_subset_problem(train=200, test=50, seed=2)
 
 
 def _initial(lr=0.05):

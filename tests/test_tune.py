@@ -1,10 +1,9 @@
 import pytest
 import torch
+from nets import sample_subset_problem
 
 from fdshpo import Schedule, SignOptimizer
-from fdshpo.data import TensorDataset, load_fashion_mnist_sample
 from fdshpo.evaluate import retrain_and_test
-from fdshpo.problem import ClassificationProblem
 from fdshpo.tune import TuneState, combine_hypergradients, tune
 
 HORIZON = 12
@@ -12,10 +11,7 @@ HORIZON = 12
 
 @pytest.fixture(scope="module")
 def problem():
-    full = load_fashion_mnist_sample()
-    small = TensorDataset("sample-subset", full.train_images[:400], full.train_labels[:400],
-                          full.test_images[:200], full.test_labels[:200], 10)
-    return ClassificationProblem(small, "mlp", batch_size=32, val_fraction=0.1, seed=3)
+    return sample_subset_problem(train=400, test=200, seed=3)
 
 
 def _initial():
