@@ -14,7 +14,7 @@ nothing and keeps the previous sign.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -130,9 +130,3 @@ class SignOptimizer:
     def converged(self, schedule: Schedule, state: SignState) -> bool:
         """True when every learned value has converged."""
         return all(bool(m.all()) for m in self.converged_mask(schedule, state).values())
-
-    def check_schedule(self, schedule: Schedule, learn: Sequence[str] | None = None) -> None:
-        """Raise ValueError when ``learn`` names something without a step size."""
-        missing = [n for n in (learn or ()) if n not in self.step_sizes]
-        if missing:
-            raise ValueError(f"no outer step size for learned hyperparameter(s) {missing}")
