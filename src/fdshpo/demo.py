@@ -2,7 +2,7 @@
 
 Learns a (5, 1, 1)-segment schedule for an MLP over a 200-step horizon from a deliberately poor
 constant schedule, then retrains from scratch with the initial and the learned schedules and
-prints both test accuracies. About half a minute on 2 idle CPU cores (21 s measured).
+prints both test accuracies. About half a minute on 2 idle CPU cores (12-21 s measured).
 """
 
 from __future__ import annotations
