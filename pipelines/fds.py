@@ -30,7 +30,8 @@ from fdshpo.components.outer import carry_component, outer_component
 from fdshpo.components.prepare import prepare_component
 from fdshpo.components.report import report_component
 from fdshpo.components.retrain import retrain_component
-from fdshpo.config import SECRET_ENV, ExperimentConfig
+from fdshpo.config import ExperimentConfig
+from fdshpo.kube import SECRET_ENV
 
 PIPELINES = ("fds", "retune")
 
