@@ -141,6 +141,15 @@ BAD = [
      "schedule.bounds.lr is impossible: lower 1.0 is not below upper 0.0"),
     ({"schedule": {"horizon": "long"}}, "schedule.horizon must be an integer, got 'long'"),
     ({"network": None}, "missing required key 'network'"),
+    ({"store": {"uri": "gs://bucket/x"}}, "store.uri: unsupported store URI 'gs://bucket/x'"),
+    ({"store": {"uri": "s3://My_Bucket/x"}}, "store.uri: invalid bucket name 'My_Bucket'"),
+    ({"store": {"uri": "s3://fdshpo", "endpoint": "minio:port"}},
+     "store.endpoint: S3 endpoint 'minio:port' must be scheme://host[:port] only"),
+    ({"store": {"uri": "s3://fdshpo", "endpoint": "ftp://minio:9000"}},
+     "store.endpoint: S3 endpoint 'ftp://minio:9000' is not an http(s) URL"),
+    ({"store": {"uri": "s3://fdshpo", "endpoint": "http://admin:SECRET-42@minio:9000"}},
+     "store.endpoint: S3 endpoint 'http://***@minio:9000' carries user info: put no keys in "
+     "the URL; give them in AWS_ACCESS_KEY_ID"),
 ]
 
 
@@ -160,7 +169,28 @@ def test_bad_configs_exit_2_with_the_message(tmp_path, capsys, command, changes,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("fdshpo: error: ") and message in err
+    assert "Traceback" not in err and "SECRET-42" not in err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_a_bad_store_override_exits_2(tmp_path, capsys):
+    assert main(["compile", DEMO, "--store", "s3://user:SECRET-7@fdshpo", "-o",
+                 str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "--store: store URI 's3://***@fdshpo' carries user info" in err
+    assert "SECRET-7" not in err and not (tmp_path / "p.yaml").exists()
+
+
+def test_config_paths_that_are_not_config_files(tmp_path, capsys):
+    assert main(["compile", str(tmp_path), "-o", "x.yaml"]) == 2
+    assert f"config file '{tmp_path}' is a directory; give the path of a YAML experiment " \
+           "config" in capsys.readouterr().err
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["compile", str(binary), "-o", "x.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert f"config file '{binary}' is not a text file (it is not UTF-8)" in err
+    assert "codec" not in err
 
 
 def test_missing_config_file(capsys):

@@ -170,8 +170,30 @@ def test_tls_is_on_by_default_except_on_loopback(monkeypatch):
     assert parse_endpoint(None).url == "https://s3.amazonaws.com"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
     assert parse_endpoint(None).url == "http://127.0.0.1:8333"
-    with pytest.raises(StoreError, match="no user info"):
-        parse_endpoint("http://key:secret@host:9000")
+    for bad in ("http://:9000", "http://h:port", "http://h:9000/path", "ftp://h"):
+        with pytest.raises(StoreError, match=f"S3 endpoint '{bad}' "):
+            parse_endpoint(bad)
+
+
+@pytest.mark.parametrize("where", ["endpoint", "bare endpoint", "uri", "environment"])
+def test_user_info_in_a_url_is_refused_and_never_echoed(where, monkeypatch):
+    secret = "S3cr3t-In-A-Url-9f2c"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(StoreError) as info:
+        if where == "endpoint":
+            open_store("s3://bucket", s3_endpoint=f"http://admin:{secret}@minio:9000")
+        elif where == "bare endpoint":
+            open_store("s3://bucket", s3_endpoint=f"admin:{secret}@minio:9000")
+        elif where == "uri":
+            open_store(f"s3://admin:{secret}@bucket/prefix")
+        else:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", f"https://admin:{secret}@minio:9000")
+            open_store("s3://bucket")
+    message = str(info.value)
+    assert "carries user info" in message and "AWS_ACCESS_KEY_ID" in message
+    assert secret not in message and secret not in repr(info.value) and "***@" in message
 
 
 def test_credentials_from_files_and_a_mounted_secret(tmp_path):

@@ -25,7 +25,8 @@ Every key, with its default (the dataclass fields below are the only place defau
       replicas: 1                     # inner runs per outer step (ParallelFor)
       warm_start: false               # start from the experiment's latest schedule in the store
     retrain: {horizon: null, seed: null}   # null: the schedule's horizon / a derived seed
-    store: {uri: ./fdshpo-store, endpoint: null}   # or store: URI
+    store: {uri: ./fdshpo-store, endpoint: null}   # or store: URI; path, file:// or s3://;
+                                      # endpoint http(s)://host[:port], never with keys in it
     resources:                        # Kubernetes settings, validated by fdshpo.kube
       gpus: 0                         # per training component; > 0 requests accelerators
       gpu_type: null                  # e.g. nvidia.com/gpu or an accelerator type
@@ -189,10 +190,18 @@ def load_config(path: str | Path) -> ExperimentConfig:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {str(path)!r} is a directory; give the path of a YAML "
+                        "experiment config, e.g. configs/demo.yaml")
     if not path.is_file():
         raise UserError(f"config file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"config file {str(path)!r} is not a text file (it is not UTF-8); "
+                        "give a YAML experiment config, e.g. configs/demo.yaml") from None
+    except OSError as exc:
+        raise UserError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise UserError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
     try:
@@ -265,7 +274,8 @@ def _validate(data: Any) -> ExperimentConfig:
                                 seed=r.integer("seed", minimum=0))
 
     st = top.section("store", StoreConfig, shorthand="uri")
-    store_cfg = StoreConfig(uri=st.string("uri"), endpoint=st.string("endpoint"))
+    store_cfg = StoreConfig(uri=check_store_uri(st.string("uri"), "store.uri"),
+                            endpoint=_endpoint(st.string("endpoint")))
 
     res = top.section("resources", ResourcesConfig)
     resources_cfg = ResourcesConfig(
@@ -281,6 +291,29 @@ def _validate(data: Any) -> ExperimentConfig:
 
     return ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
                             store_cfg, resources_cfg, seed, checkpoint_every)
+
+
+def check_store_uri(uri: str, key: str) -> str:
+    """``uri`` if it is a valid store URI; else UserError naming ``key`` (user info redacted)."""
+    from .store import StoreError, parse_store_uri
+
+    try:
+        parse_store_uri(uri)
+    except StoreError as exc:
+        raise UserError(f"{key}: {exc}") from None
+    return uri
+
+
+def _endpoint(endpoint: str | None) -> str | None:
+    from .store import StoreError
+    from .store.credentials import parse_endpoint
+
+    if endpoint is not None:
+        try:
+            parse_endpoint(endpoint)
+        except StoreError as exc:
+            raise UserError(f"store.endpoint: {exc}") from None
+    return endpoint
 
 
 class _Section:

@@ -24,12 +24,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace):
     """The validated config with ``--store`` applied."""
-    from ..config import load_config
+    from ..config import check_store_uri, load_config
 
     config = load_config(args.config)
     if getattr(args, "store", None):
-        config = dataclasses.replace(
-            config, store=dataclasses.replace(config.store, uri=args.store))
+        config = dataclasses.replace(config, store=dataclasses.replace(
+            config.store, uri=check_store_uri(args.store, "--store")))
     return config
 
 

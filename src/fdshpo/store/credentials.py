@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,19 +63,40 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def redact_userinfo(text: str) -> str:
+    """``text`` with the user info of URLs (``scheme://user:secret@host``, or a bare
+    ``user:secret@host``) replaced by ``***@``."""
+    if "://" in text:
+        return re.sub(r"://[^/@\s]*@", "://***@", text)
+    return re.sub(r"^[^/@\s]*@", "***@", text)
+
+
 def parse_endpoint(endpoint: str | None = None) -> Endpoint:
-    """The endpoint from the argument or ``AWS_ENDPOINT_URL`` (see the module docstring)."""
+    """The endpoint from the argument or ``AWS_ENDPOINT_URL`` (see the module docstring).
+
+    Raises StoreError (with any user info redacted) for anything but ``http(s)://host[:port]``
+    or a bare ``host[:port]``: no path, no user info (keys never go in a URL)."""
     raw = endpoint or os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+    shown = redact_userinfo(raw)
+    if "@" in raw:
+        raise StoreError(f"S3 endpoint {shown!r} carries user info: put no keys in the URL; "
+                         "give them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or "
+                         "AWS_*_FILE, or a mounted Secret) and the endpoint as "
+                         "scheme://host[:port]")
+    parts = urlsplit(raw if "://" in raw else f"//{raw}")
+    if "://" in raw and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise StoreError(f"S3 endpoint {shown!r} is not an http(s) URL; give e.g. "
+                         "http://127.0.0.1:9000 or https://minio.example.com")
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if not parts.hostname or not port_ok or parts.path not in ("", "/") or parts.query:
+        raise StoreError(f"S3 endpoint {shown!r} must be scheme://host[:port] only (a host, "
+                         "an optional numeric port, no path), e.g. http://minio.kubeflow:9000")
     if "://" in raw:
-        parts = urlsplit(raw)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise StoreError(f"S3 endpoint {raw!r} is not an http(s) URL; give e.g. "
-                             "http://127.0.0.1:9000 or https://minio.example.com")
-        if parts.path not in ("", "/") or "@" in parts.netloc:
-            raise StoreError(f"S3 endpoint {raw!r} must be scheme://host[:port] only (no path, "
-                             "no user info; keys go in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
         return Endpoint(parts.netloc, parts.scheme == "https")
-    return Endpoint(raw.rstrip("/"), not is_loopback(raw.rstrip("/")))
+    return Endpoint(parts.netloc, not is_loopback(parts.netloc))
 
 
 def _read(path: Path) -> str:
