@@ -106,6 +106,40 @@ def test_schedule_creates_an_uncached_recurring_retune(kfp_api, capsys):
     assert "fdshpo-retune" in spec and '"enableCache": true' not in spec
 
 
+def compiled_for(pipeline_spec: dict) -> tuple[int, dict, list]:
+    """(outer-step levels, the prepare task's compiled graph settings, the replicas default)
+    of a pipeline spec as the KFP API received it."""
+    components = pipeline_spec["components"]
+    levels = sum(1 for name in components if name.startswith("comp-outer-step-"))
+    prepare = pipeline_spec["root"]["dag"]["tasks"]["prepare-component"]
+    compiled = prepare["inputs"]["parameters"]["compiled_graph"]["runtimeValue"]["constant"]
+    replicas = pipeline_spec["root"]["inputDefinitions"]["parameters"]["replicas"]
+    return levels, json.loads(compiled), replicas["defaultValue"]
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_submitted_graph_is_the_configs_and_runs_without_overrides(kfp_api, tmp_path, command):
+    """submit and schedule compile the config they are given: the graph's levels, replicas
+    and resources are that config's, and no run-time parameter overrides them."""
+    from fdshpo.components.common import graph_settings
+    from fdshpo.config import load_config
+
+    data = yaml.safe_load(Path(DEMO).read_text())
+    data["outer"].update(max_steps=3, replicas=2)
+    data["resources"] = {"cpu": "2", "retries": 1}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    extra = ["--cron", "0 3 * * *"] if command == "schedule" else []
+    assert main([command, str(path), "--host", kfp_api.host, *extra]) == 0
+    [body] = kfp_api.posted("/apis/v2beta1/recurringruns" if command == "schedule"
+                            else "/apis/v2beta1/runs")
+    levels, compiled, replicas = compiled_for(body["pipeline_spec"])
+    assert (levels, replicas) == (3, ["0", "1"])
+    assert compiled == graph_settings(load_config(path))
+    assert compiled["resources.cpu"] == "2" and compiled["outer.max_steps"] == 3
+    assert body["runtime_config"]["parameters"] == {}, "no override of the compiled config"
+
+
 def test_schedule_refuses_a_bad_cron(kfp_api, capsys):
     assert main(["schedule", DEMO, "--host", kfp_api.host, "--cron", "every day"]) == 2
     assert "--cron 'every day' is not a cron expression; give five fields" in \
