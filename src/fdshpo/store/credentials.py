@@ -99,6 +99,22 @@ def parse_endpoint(endpoint: str | None = None) -> Endpoint:
     return Endpoint(parts.netloc, not is_loopback(parts.netloc))
 
 
+PLACEHOLDER_PREFIX = "REPLACE_WITH_"
+
+
+def check_not_placeholder(credentials: Credentials) -> Credentials:
+    """Raise StoreError when a key is still a ``REPLACE_WITH_...`` placeholder (copied from a
+    committed ``.env.example`` and never filled in)."""
+    for what, value in (("access key", credentials.access_key),
+                        ("secret key", credentials.secret_key)):
+        if value.startswith(PLACEHOLDER_PREFIX):
+            raise StoreError(
+                f"the S3 {what} from {credentials.source} is still the placeholder "
+                f"{PLACEHOLDER_PREFIX}...: put real keys in the env file the Secret is generated "
+                "from (k8s/**/*.env, copied from its .env.example) and apply again")
+    return credentials
+
+
 def _read(path: Path) -> str:
     return path.read_text().strip()
 
@@ -112,21 +128,23 @@ def resolve_credentials(environ: dict | None = None) -> Credentials:
     token = env.get("AWS_SESSION_TOKEN") or None
     access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if access and secret:
-        return Credentials(access, secret, token, "environment")
+        return check_not_placeholder(Credentials(access, secret, token, "the environment"))
     access_file, secret_file = env.get("AWS_ACCESS_KEY_ID_FILE"), env.get(
         "AWS_SECRET_ACCESS_KEY_FILE")
     if access_file and secret_file:
         try:
-            return Credentials(_read(Path(access_file)), _read(Path(secret_file)), token,
-                               "AWS_*_FILE")
+            creds = Credentials(_read(Path(access_file)), _read(Path(secret_file)), token,
+                                "AWS_*_FILE")
         except OSError as exc:
             raise StoreError(f"cannot read the S3 key file {exc.filename}: {exc.strerror}; "
                              "check AWS_ACCESS_KEY_ID_FILE / AWS_SECRET_ACCESS_KEY_FILE") from None
+        return check_not_placeholder(creds)
     secret_dir = Path(env.get("FDSHPO_S3_SECRET_DIR") or DEFAULT_SECRET_DIR)
     for access_name, secret_name in _KEY_FILE_NAMES:
         a, s = secret_dir / access_name, secret_dir / secret_name
         if a.is_file() and s.is_file():
-            return Credentials(_read(a), _read(s), token, f"secret directory {secret_dir}")
+            return check_not_placeholder(Credentials(_read(a), _read(s), token,
+                                                     f"secret directory {secret_dir}"))
     raise StoreError(
         "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
         "AWS_ACCESS_KEY_ID_FILE and AWS_SECRET_ACCESS_KEY_FILE, or mount a Secret with keys "
