@@ -103,8 +103,9 @@ def test_a_store_that_ignores_conditional_writes_is_refused(s3_bucket, s3_env):
     real = open_store(f"s3://{s3_bucket}/p")
     fake = IgnoresConditionalWritesFake(real.bucket, real.prefix, real.endpoint,
                                         real._credentials)
-    with pytest.raises(StoreError, match=r"ignores conditional writes \(If-None-Match: \*\).*"
-                                         r"concurrent writers could silently overwrite"):
+    with pytest.raises(StoreError, match=r"does not support conditional writes "
+                                         r"\(If-None-Match: \*\).*concurrent writers could "
+                                         r"silently overwrite"):
         fake.put_json("a.json", {"x": 1})
     assert real.list("") == [] and not real.exists("a.json")  # nothing written, probe removed
     fake.put_json("b.json", {"x": 1}, overwrite=True)  # plain overwrites need no probe

@@ -224,15 +224,17 @@ class S3Store(ArtifactStore):
                     raise
                 honoured = True
         except S3Error as exc:
-            raise self._fail(exc, what) from None
+            if exc.code != "NotImplemented":  # a server that refuses the header outright
+                raise self._fail(exc, what) from None
+            honoured = False
         finally:
             self._call("remove the probe",
                        lambda: self._client.remove_object(self.bucket, name))
         if not honoured:
             raise StoreError(
-                f"{self._where()} ignores conditional writes (If-None-Match: *): a second "
-                "create-only PUT of one key succeeded, so concurrent writers could silently "
-                "overwrite finished artifacts. Use a server that honours them (AWS S3 and "
+                f"{self._where()} does not support conditional writes (If-None-Match: *): a "
+                "second create-only PUT of one key was not refused, so concurrent writers could "
+                "silently overwrite finished artifacts. Use a server that honours them (AWS S3 and "
                 "MinIO document it; SeaweedFS 4.48 is tested)")
         self._conditional_checked = True
 
