@@ -14,8 +14,9 @@ then the checksum (the same way), then the marker is removed. Every file appears
 and link are atomic on POSIX). A writer killed between the data and the checksum leaves data
 whose sha256 matches its marker: the next reader completes the write (rolls the checksum
 forward) instead of calling the artifact corrupt; killed before the data, the old artifact and
-its checksum are untouched. Readers take no lock; a reader that sees the data and checksum of
-two different writes re-reads them under the lock.
+its checksum are untouched (the stale marker is removed by the next look under the lock).
+Readers take no lock; a reader that sees the data and checksum of two different writes re-reads
+them under the lock.
 
 The lock is ``fcntl.flock``: it serialises writers in every process on this machine. On a
 network file system without ``flock`` the create-only write still relies on ``link`` (atomic on
@@ -157,14 +158,17 @@ class LocalStore(ArtifactStore):
             raise ArtifactNotFound(f"{self.uri}: no artifact {key!r}") from None
 
     def _settle(self, key: str) -> tuple[bytes, str | None]:
-        """Data and checksum read with no write in flight; a write cut short (data in place,
-        its marker left, checksum missing or older) is completed first."""
+        """Data and checksum read under the key's lock, so with no write in flight: a write cut
+        short (data in place, its marker left, checksum missing or older) is completed, and
+        the markers of writers killed earlier (before their data) are removed."""
         data, recorded = self._read(key), self._read_meta(key)
         actual = sha256_hex(data)
         if actual != recorded and self._pending(key, actual).exists():
             _atomic_write(self._meta(key), actual.encode())
-            self._clear_marker(self._pending(key, actual))
             recorded = actual
+        if self._pending(key).is_dir():
+            for marker in list(self._pending(key).iterdir()):
+                self._clear_marker(marker)
         return data, recorded
 
     def _resolved_checksum(self, key: str) -> str | None:
