@@ -20,7 +20,13 @@ has a default)::
       max_steps: 6                    # outer-step budget (pipeline levels)
       replicas: 1                     # inner runs per outer step (ParallelFor)
       warm_start: false               # start from the experiment's latest schedule in the store
-    retrain: {horizon: null, seed: null}   # null: the schedule's horizon / seed + 1
+      multiplicative: []              # names taking multiplicative steps (fdshpo.outer)
+      select: best                    # best (best-validated outer step) or last (last iterate)
+      on_diverged: lower_lr           # a diverged inner run lowers the lr, or: raise
+    retrain:
+      horizon: null                   # null: the schedule's horizon (the learned one is stretched)
+      seed: null                      # null: derived from seed
+      on_diverged: report             # a diverged retraining is reported, or: halve_lr (once)
     store: {uri: ./fdshpo-store, endpoint: null}
     resources:
       gpus: 0                         # per training component; > 0 requests accelerators
@@ -94,12 +100,16 @@ class OuterConfig:
     max_steps: int = 10
     replicas: int = 1
     warm_start: bool = False
+    multiplicative: list[str] = field(default_factory=list)
+    select: str = "best"
+    on_diverged: str = "lower_lr"
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
     horizon: int | None = None
     seed: int | None = None
+    on_diverged: str = "report"
 
 
 @dataclass(frozen=True)
@@ -166,7 +176,14 @@ class ExperimentConfig:
         """The configured :class:`~fdshpo.SignOptimizer`."""
         from .outer import SignOptimizer
 
-        return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol)
+        return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol,
+                             self.outer.multiplicative)
+
+    def outer_step(self):
+        """The configured :class:`~fdshpo.outer_step.OuterStep` (every runner's outer step)."""
+        from .outer_step import OuterStep
+
+        return OuterStep(self.optimizer(), self.outer.replicas, self.outer.on_diverged)
 
 
 def _bound(value, default: float) -> float:
@@ -241,6 +258,9 @@ def _validate(data: Any) -> ExperimentConfig:
                             f"schedule.bounds.{name} [{lo}, {hi}]; change one of them")
     sched_cfg = ScheduleConfig(horizon, segments, initial, bounds)
 
+    from .evaluate import RETRAIN_DIVERGENCE_POLICIES
+    from .outer_step import DIVERGENCE_POLICIES, SELECTION_RULES
+
     o = _section(top.get("outer"), "outer", OuterConfig)
     step_sizes = _per_name(o, "step_sizes", "outer.",
                            default=dict(OuterConfig().step_sizes), kind="float")
@@ -256,11 +276,22 @@ def _validate(data: Any) -> ExperimentConfig:
         tol=_float(o, "tol", "outer.", default=0.05, low=0.0, high=math.inf),
         max_steps=_int(o, "max_steps", "outer.", default=10, minimum=1, maximum=100),
         replicas=_int(o, "replicas", "outer.", default=1, minimum=1, maximum=256),
-        warm_start=_bool(o, "warm_start", "outer.", default=False))
+        warm_start=_bool(o, "warm_start", "outer.", default=False),
+        multiplicative=_names(o, "multiplicative", "outer."),
+        select=_choice(o, "select", "outer.", SELECTION_RULES, OuterConfig.select),
+        on_diverged=_choice(o, "on_diverged", "outer.", DIVERGENCE_POLICIES,
+                            OuterConfig.on_diverged))
+    unlearned = [n for n in outer_cfg.multiplicative if n not in outer_cfg.step_sizes]
+    if unlearned:
+        raise UserError(f"outer.multiplicative names {unlearned}, which have no "
+                        "outer.step_sizes entry and are not learned; add a step size or drop them")
 
     r = _section(top.get("retrain"), "retrain", RetrainConfig)
-    retrain_cfg = RetrainConfig(horizon=_int(r, "horizon", "retrain.", minimum=1),
-                                seed=_int(r, "seed", "retrain.", minimum=0))
+    retrain_cfg = RetrainConfig(
+        horizon=_int(r, "horizon", "retrain.", minimum=1),
+        seed=_int(r, "seed", "retrain.", minimum=0),
+        on_diverged=_choice(r, "on_diverged", "retrain.", RETRAIN_DIVERGENCE_POLICIES,
+                            RetrainConfig.on_diverged))
 
     st = top.get("store")
     if isinstance(st, str):
@@ -286,8 +317,28 @@ def _validate(data: Any) -> ExperimentConfig:
         retries=_int(res, "retries", "resources.", default=2, minimum=0, maximum=10),
         image=_str(res, "image", "resources."))
 
-    return ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
-                            store_cfg, resources_cfg, seed, checkpoint_every)
+    config = ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
+                              store_cfg, resources_cfg, seed, checkpoint_every)
+    try:
+        config.optimizer().check_schedule(config.initial_schedule())
+    except ValueError as exc:
+        raise UserError(f"outer.multiplicative: {exc} (schedule.bounds)") from None
+    return config
+
+
+def _choice(m: Mapping, key: str, prefix: str, allowed, default: str) -> str:
+    value = m.get(key, default)
+    if value not in allowed:
+        raise UserError(f"{prefix}{key} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _names(m: Mapping, key: str, prefix: str) -> list[str]:
+    value = m.get(key) or []
+    if not isinstance(value, list) or any(n not in HYPERPARAMETERS for n in value):
+        raise UserError(f"{prefix}{key} must be a list of hyperparameter names from "
+                        f"{list(HYPERPARAMETERS)}, got {value!r}")
+    return [n for n in HYPERPARAMETERS if n in value]
 
 
 def _section(value: Any, name: str, cls, required: bool = False) -> Mapping:
