@@ -1,7 +1,7 @@
 """Prepare: load the dataset once, record the run's config, build the initial state.
 
 The dataset goes downstream as one KFP ``Dataset`` artifact (a ``torch.save`` of its tensors);
-the initial :class:`~fdshpo.tune.TuneState` as a JSON parameter. With ``outer.warm_start`` the
+the initial :class:`~fdshpo.tune_state.TuneState` as a JSON parameter. With ``outer.warm_start`` the
 initial schedule is the experiment's latest learned schedule in the store
 (:func:`fdshpo.tracking.latest_schedule`, stretched to the configured horizon and clipped to the
 configured bounds); without one yet (or with other segment counts), the configured values.
@@ -40,7 +40,7 @@ def prepare_step(config, run_id: str, dataset_path: str) -> tuple[str, dict]:
         recorder,
         save_dataset,
     )
-    from fdshpo.tune import TuneState
+    from fdshpo.tune_state import TuneState
 
     rec = recorder(config, run_id)
     dataset = load_dataset(config)

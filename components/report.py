@@ -10,31 +10,47 @@ from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
 
 
 def metrics_of(evaluation: dict) -> dict:
-    return {"test_accuracy": evaluation["learned"]["test_accuracy"],
-            "test_loss": evaluation["learned"]["test_loss"],
-            "initial_test_accuracy": evaluation["initial"]["test_accuracy"],
-            "initial_test_loss": evaluation["initial"]["test_loss"],
-            "retrain_steps": evaluation["learned"]["num_steps"]}
+    """The run's metrics: test scores of both schedules, or where the retraining diverged."""
+    learned, initial = evaluation["learned"], evaluation["initial"]
+    metrics = {"test_accuracy": learned["test_accuracy"], "test_loss": learned["test_loss"],
+               "initial_test_accuracy": initial["test_accuracy"],
+               "initial_test_loss": initial["test_loss"],
+               "retrain_steps": learned["num_steps"],
+               "retrain_diverged": learned["diverged"] is not None}
+    if learned["diverged"] is not None:
+        metrics["retrain_divergence"] = learned["diverged"]
+    if learned.get("backoff"):
+        metrics["retrain_backoff"] = learned["backoff"]
+    return metrics
+
+
+def _accuracy(evaluation: dict) -> str:
+    if evaluation["diverged"] is not None:
+        d = evaluation["diverged"]
+        values = ", ".join(f"{k}={v:.4g}" for k, v in (d["hyperparameters"] or {}).items())
+        return f"diverged at step {d['step']} ({values})"
+    return f"{evaluation['test_accuracy']:.2%}"
 
 
 def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:
+    from fdshpo.progress import sign_string
+
     history = state["history"]
     rows = [f"| {n} | " + ", ".join(f"{v:.4g}" for v in vals) + " |"
-            for n, vals in state["schedule"]["values"].items()]
-    steps = []
-    for r in history:
-        signs = " ".join(n + ":" + "".join("+" if g > 0 else "-" if g < 0 else "0" for g in gs)
-                         for n, gs in r["hypergradients"].items())
-        steps.append(f"| {r['outer_step'] + 1} | {r['val_loss']:.4f} | {signs} |")
+            for n, vals in evaluation["schedule"]["values"].items()]
+    steps = [f"| {r['outer_step'] + 1} | {r['val_loss']:.4f} | "
+             f"{sign_string(r['hypergradients'])} |" for r in history]
+    learned = evaluation["learned"]
     return "\n".join([
         f"# fdshpo run {config.experiment}/{run_id}", "",
         f"{config.network} on {config.data.dataset}, horizon {config.schedule.horizon} steps, "
         f"{len(history)} outer step(s) of at most {config.outer.max_steps}, "
         f"{config.outer.replicas} replica(s)" + (", converged." if state["converged"] else "."),
-        "", f"Test accuracy after retraining ({evaluation['learned']['num_steps']} steps): "
-        f"learned schedule **{evaluation['learned']['test_accuracy']:.2%}**, initial schedule "
-        f"{evaluation['initial']['test_accuracy']:.2%}.", "",
-        "## Learned schedule", "", "| hyperparameter | segment values |", "|---|---|", *rows,
+        "", f"Test accuracy after retraining ({learned['num_steps']} steps): "
+        f"learned schedule **{_accuracy(learned)}**, initial schedule "
+        f"{_accuracy(evaluation['initial'])}.", "",
+        f"## Learned schedule ({config.outer.select} outer step)", "",
+        "| hyperparameter | segment values |", "|---|---|", *rows,
         "", "## Outer steps", "", "| step | val loss | hypergradient signs |", "|---|---|---|",
         *steps, ""])
 
@@ -48,7 +64,7 @@ def report_step(config, run_id: str, state_json: str, evaluation: dict) -> tuple
 
     state = json.loads(state_json)
     rec = recorder(config, run_id)
-    rec.finish(Schedule.from_dict(state["schedule"]), metrics_of(evaluation),
+    rec.finish(Schedule.from_dict(evaluation["schedule"]), metrics_of(evaluation),
                converged=bool(state["converged"]))
     html = rec.store.get_bytes(rec.layout.report).decode()
     uri = rec.store.uri.rstrip("/") + "/" + rec.layout.report
@@ -72,7 +88,8 @@ def report_component(config_json: str, run_id: str, state: str, evaluation: Inpu
     with open(page.path, "w") as f:
         f.write(html)
     for name, value in metrics_of(result).items():
-        metrics.log_metric(name, value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(name, value)
     markdown.metadata["run_id"] = page.metadata["run_id"] = run_id
     page.metadata["store_report"] = uri
     return uri

@@ -1,34 +1,43 @@
 """Retrain from scratch with the learned schedule (and, for comparison, the initial one) and
-score both on the test set with :func:`fdshpo.evaluate.retrain_and_test`.
+score both on the test set with :func:`fdshpo.evaluate.retrain_and_evaluate`.
+
+The learned schedule is the one the config's ``outer.select`` rule picks from the outer steps
+(:func:`fdshpo.outer_step.select_schedule`). A retraining that diverges is a result, not a
+failure: the evaluation says where (step and values), the run is recorded as such, and
+``fdshpo run`` exits non-zero; there is nothing for KFP to retry. ``retrain.on_diverged:
+halve_lr`` retrains once more with halved learning rates and records it.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 
 def retrain_step(config, state_json: str, dataset_path: str) -> dict:
-    """``{learned: Evaluation dict, initial: Evaluation dict, outer_steps, converged}``; the
-    initial schedule is the one outer step 1 used."""
+    """``{learned: Evaluation dict, initial: Evaluation dict, schedule, outer_steps,
+    converged}``; the initial schedule is the one outer step 1 used."""
     import json
 
     from fdshpo.components.common import problem_for, read_dataset
-    from fdshpo.evaluate import retrain_and_test
+    from fdshpo.evaluate import retrain_and_evaluate
+    from fdshpo.outer_step import select_schedule
     from fdshpo.schedule import Schedule
-    from fdshpo.tune import TuneState
+    from fdshpo.tune_state import TuneState
 
     state = TuneState.from_dict(json.loads(state_json))
     initial = (Schedule.from_dict(state.history[0].schedule) if state.history
                else state.schedule)
+    schedule = select_schedule(state, config.outer.select)
     problem = problem_for(config, read_dataset(dataset_path))
-    horizon, seed = config.retrain.horizon, config.retrain.seed
-    learned = retrain_and_test(problem, state.schedule, horizon, seed)
-    baseline = retrain_and_test(problem, initial, horizon, seed)
+    r = config.retrain
+    learned = retrain_and_evaluate(problem, schedule, r.horizon, r.seed, r.on_diverged)
+    baseline = retrain_and_evaluate(problem, initial, r.horizon, r.seed, r.on_diverged)
     return {"learned": learned.to_dict(), "initial": baseline.to_dict(),
-            "outer_steps": state.next_outer_step, "converged": state.converged}
+            "schedule": schedule.to_dict(), "outer_steps": state.next_outer_step,
+            "converged": state.converged}
 
 
 def retrain_component(config_json: str, run_id: str, state: str, dataset: Input[Dataset],
                       evaluation: Output[Artifact], metrics: Output[Metrics]) -> float:
-    """KFP: retrain + test; returns the learned schedule's test accuracy."""
+    """KFP: retrain + test; returns the learned schedule's test accuracy (-1 if it diverged)."""
     import json
 
     from fdshpo.components.common import config_from_json
@@ -39,6 +48,9 @@ def retrain_component(config_json: str, run_id: str, state: str, dataset: Input[
         json.dump(result, f)
     evaluation.metadata.update({"run_id": run_id, "outer_steps": result["outer_steps"]})
     for which in ("learned", "initial"):
-        metrics.log_metric(f"{which}_test_accuracy", result[which]["test_accuracy"])
-        metrics.log_metric(f"{which}_test_loss", result[which]["test_loss"])
-    return float(result["learned"]["test_accuracy"])
+        for score in ("test_accuracy", "test_loss"):
+            if result[which][score] is not None:  # None: that retraining diverged
+                metrics.log_metric(f"{which}_{score}", result[which][score])
+    diverged = result["learned"]["diverged"] is not None
+    evaluation.metadata["retrain_diverged"] = diverged
+    return -1.0 if diverged else float(result["learned"]["test_accuracy"])

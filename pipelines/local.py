@@ -238,6 +238,8 @@ def run_inline(config: ExperimentConfig, run_id: str, retune: bool = False,
     from fdshpo.components.prepare import prepare_step
     from fdshpo.components.report import report_step
     from fdshpo.components.retrain import retrain_step
+    from fdshpo.progress import outer_step_line
+    from fdshpo.tune_state import OuterStepRecord
 
     if retune:
         config = dataclasses.replace(
@@ -251,9 +253,8 @@ def run_inline(config: ExperimentConfig, run_id: str, retune: bool = False,
             records = [inner_step(config, run_id, state, r, dataset)
                        for r in range(config.outer.replicas)]
             state, stop, record = outer_step(config, run_id, state, records)
-            progress(f"outer step {record['outer_step'] + 1}/{config.outer.max_steps}: "
-                     f"val loss {record['val_loss']:.4f}"
-                     + (", converged" if record["converged"] else ""))
+            progress(outer_step_line(OuterStepRecord.from_dict(record),
+                                     config.outer.max_steps))
         evaluation = retrain_step(config, state, dataset)
         report_step(config, run_id, state, evaluation)
     return summarise(config, run_id, time.perf_counter() - started)

@@ -5,6 +5,7 @@ tested against ``FakeKfpApi``, a fake: a local HTTP server answering the few v2b
 ``kfp.Client`` makes and recording what it was sent."""
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,6 +165,34 @@ def test_run_inline_prints_schedule_accuracy_and_report(tmp_path, capsys):
     assert "report: file://" in out and "experiments/demo/runs/cli-run/report.html" in out
     assert (store / "experiments/demo/runs/cli-run/run.json").is_file()
     assert (store / "experiments/demo/latest.json").is_file()
+
+
+def test_run_exits_3_naming_the_step_and_values_when_the_retraining_diverges(tmp_path,
+                                                                             capsys):
+    from fdshpo.store import open_store
+    from fdshpo.tracking import load_run
+
+    data = yaml.safe_load(Path(DEMO).read_text())
+    data["schedule"].update(horizon=20, segments={"lr": 1, "momentum": 1, "weight_decay": 1},
+                            initial={"lr": 50.0, "momentum": 0.9, "weight_decay": 0.0},
+                            bounds={"lr": [0.0, 100.0]})
+    data["outer"].update(max_steps=1, select="last", step_sizes={"lr": 0.01})
+    data["retrain"] = {"horizon": 20}
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data))
+    store = tmp_path / "store"
+    assert main(["run", str(config), "--runner", "inline", "--store", str(store),
+                 "--run-id", "unstable"]) == 3
+    captured = capsys.readouterr()
+    # the inner run diverged too: a result (learning rates lowered), not a crash
+    assert "outer step 1/1: inner run diverged (replica(s) [0]), learning rates lowered" in \
+        captured.out
+    assert re.search(r"retraining with the learned schedule diverged at step \d+ of 20 "
+                     r"\(lr=49\.99, momentum=0\.9, weight_decay=0\)", captured.err)
+    run = load_run(open_store(store), "unstable", "demo")  # recorded, complete, and says so
+    assert run.status == "complete" and run.metrics["retrain_diverged"] is True
+    assert run.metrics["test_accuracy"] is None
+    assert run.metrics["retrain_divergence"]["hyperparameters"]["lr"] == pytest.approx(49.99)
 
 
 BAD = [

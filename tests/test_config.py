@@ -129,6 +129,15 @@ BAD = [
     ("resources.tolerations", [{"key": "k", "effect": "Sometimes"}],
      "resources.tolerations[0].effect must be NoSchedule, PreferNoSchedule or NoExecute"),
     ("experiment", "my experiment", "experiment must be 1-63 letters, digits"),
+    ("outer.select", "first", "outer.select must be one of ['best', 'last'], got 'first'"),
+    ("outer.on_diverged", "skip",
+     "outer.on_diverged must be one of ['lower_lr', 'raise'], got 'skip'"),
+    ("outer.multiplicative", ["eta"], "outer.multiplicative must be a list of hyperparameter "
+                                      "names from ['lr', 'momentum', 'weight_decay']"),
+    ("outer.multiplicative", ["lr"], "outer.multiplicative: lr takes multiplicative steps, which "
+                                     "never reach 0: give it a positive lower bound"),
+    ("retrain.on_diverged", "retry",
+     "retrain.on_diverged must be one of ['report', 'halve_lr'], got 'retry'"),
 ]
 
 

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -106,3 +108,66 @@ def test_state_round_trips_through_plain_dicts():
     for name in state.step_sizes:
         assert torch.equal(again.step_sizes[name], state.step_sizes[name])
         assert torch.equal(again.signs[name], state.signs[name])
+
+
+# -- multiplicative steps and convergence at a bound ------------------------------------------
+def test_multiplicative_steps_scale_lr_and_weight_decay_and_act_on_one_minus_momentum():
+    opt = SignOptimizer({"lr": 0.5, "momentum": 0.5, "weight_decay": 0.5},
+                        multiplicative=("lr", "momentum", "weight_decay"))
+    schedule = _schedule(lr=(0.2, 0.2), momentum=(0.0,), weight_decay=(1e-4,),
+                         bounds={"lr": (1e-6, 1.0), "weight_decay": (1e-8, 1e-2)})
+    schedule, state = _step(opt, schedule, opt.init(schedule), lr=[1, -1], momentum=[-1],
+                            weight_decay=[1])
+    e = math.exp(0.5)
+    assert schedule.values["lr"].tolist() == pytest.approx([0.2 / e, 0.2 * e])
+    # momentum 0 is no trap: 1 - mu goes from 1 to 1/e
+    assert schedule.values["momentum"].tolist() == pytest.approx([1 - 1 / e])
+    assert schedule.values["weight_decay"].tolist() == pytest.approx([1e-4 / e])
+
+
+def test_a_multiplicative_value_near_zero_converges_by_its_relative_step():
+    # additive steps would need s < tol * 1e-5; multiplicative steps are relative: s < tol
+    opt = SignOptimizer({"weight_decay": 0.4}, tol=0.05, multiplicative=("weight_decay",))
+    schedule = _schedule(weight_decay=(1e-5,), bounds={"weight_decay": (1e-9, 1e-2)})
+    state = opt.init(schedule)
+    updates = 0
+    while not opt.converged(schedule, state):
+        schedule, state = _step(opt, schedule, state, lr=[0, 0], weight_decay=[(-1) ** updates])
+        updates += 1
+        assert updates < 20
+    # 0.4 halved at every flip: 0.4 * 0.5^k < 0.05 first at k = 4 (the 5th update)
+    assert updates == 5 and state.step_sizes["weight_decay"].item() == pytest.approx(0.025)
+    assert 1e-6 < schedule.values["weight_decay"].item() < 1e-4
+
+
+def test_a_value_held_at_its_bound_by_its_hypergradient_has_converged():
+    # the old rule (s < tol * |lambda|) never held at lambda = 0
+    opt = SignOptimizer({"weight_decay": 1e-3}, tol=0.05)
+    schedule = _schedule(weight_decay=(1e-3,), bounds={"weight_decay": (0.0, 1e-2)})
+    state = opt.init(schedule)
+    schedule, state = _step(opt, schedule, state, lr=[0, 0], weight_decay=[1])
+    assert schedule.values["weight_decay"].tolist() == [0.0]
+    assert opt.converged_mask(schedule, state)["weight_decay"].tolist() == [True]
+    # pushed back inwards, it is free again
+    schedule, state = _step(opt, schedule, state, lr=[0, 0], weight_decay=[-1])
+    assert opt.converged_mask(schedule, state)["weight_decay"].tolist() == [False]
+    # the same at a positive lower bound with multiplicative steps
+    opt = SignOptimizer({"lr": 1.0}, multiplicative=("lr",))
+    schedule = _schedule(lr=(1e-3, 0.5), bounds={"lr": (1e-3, 1.0)})
+    schedule, state = _step(opt, schedule, opt.init(schedule), lr=[1, 1])
+    assert schedule.values["lr"].tolist() == pytest.approx([1e-3, 0.5 / math.e])
+    assert opt.converged_mask(schedule, state)["lr"].tolist() == [True, False]
+
+
+def test_multiplicative_steps_that_cannot_work_are_refused_with_the_fix():
+    opt = SignOptimizer({"lr": 0.5, "momentum": 0.5}, multiplicative=("lr", "momentum"))
+    with pytest.raises(ValueError, match=r"lr takes multiplicative steps, which never reach 0: "
+                                         r"give it a positive lower bound \(e\.g\. lr: \[1e-6, 1\]"
+                                         r"\), got 0"):
+        opt.init(_schedule(bounds={"lr": (0.0, 1.0)}))
+    with pytest.raises(ValueError, match="momentum takes multiplicative steps on 1 - momentum, "
+                                         "so its upper bound must be below 1, got 1.0"):
+        opt.init(_schedule(bounds={"lr": (1e-6, 1.0), "momentum": (0.0, 1.0)}))
+    with pytest.raises(ValueError, match=r"\['weight_decay'\] take multiplicative steps but are "
+                                         "not learned"):
+        SignOptimizer({"lr": 0.5}, multiplicative=("weight_decay",))

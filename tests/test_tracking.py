@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from nets import sample_subset_problem
 
 from fdshpo import Schedule, SignOptimizer
 from fdshpo.cli import main as cli
+from fdshpo.outer_step import OuterStep, ReplicaResult
 from fdshpo.store import StoreError, open_store
 from fdshpo.tracking import (
     RunRecorder,
@@ -84,7 +86,7 @@ def test_an_unfinished_run_is_incomplete_and_can_be_finished_after_resuming(tmp_
     assert latest_schedule(store, "exp") is None
     again = RunRecorder(store, "exp", recorder.run_id)
     resume = again.start({"horizon": HORIZON, "lr": 0.05, "network": "mlp"})
-    assert resume.next_outer_step == 1 and resume.schedule == result.schedule
+    assert resume.next_outer_step == 1 and resume.schedule == result.state.schedule
     final = again.tune(problem, _initial(), SignOptimizer(), resume=resume, outer_steps=2)
     again.finish(final.schedule)
     assert [(r.status, r.outer_steps) for r in list_runs(store)] == [("complete", 2)]
@@ -99,18 +101,20 @@ def test_pipeline_pieces_replica_by_replica_equal_tune(tmp_path, problem):
     expected = reference.tune(problem, _initial(), SignOptimizer(), outer_steps=2, replicas=2)
     recorder = RunRecorder(store, "pipeline", "p1", checkpoint_every=3)
     recorder.start({})
-    optimizer = SignOptimizer()
+    outer = OuterStep(SignOptimizer(), replicas=2)
+    state = outer.init(_initial())
     for outer_step in range(2):  # what the inner and outer components do, one call each
-        state = recorder.current_state(_initial(), optimizer)
-        assert state.next_outer_step == outer_step
-        for replica in range(2):
-            recorder.run_replica(problem, state.schedule, optimizer.learn, outer_step, replica)
-        state = recorder.outer_update(optimizer, state, replicas=2)
-    assert state.schedule == expected.schedule
+        results = [outer.run_replica(problem, state, r, checkpointer=recorder.inner)
+                   for r in range(2)]
+        # through JSON, as KFP passes them, and in the order Collected happens to give
+        state = outer.apply(state, [ReplicaResult.from_dict(json.loads(json.dumps(r.to_dict())))
+                                    for r in reversed(results)])
+        recorder.on_outer_step(state)
+        assert state.next_outer_step == outer_step + 1
+    assert state.schedule == expected.state.schedule
     assert [r.hypergradients for r in state.history] == [
         r.hypergradients for r in expected.history]
-    with pytest.raises(StoreError, match=r"no result for replica\(s\) \[0, 1\] of outer step 2"):
-        recorder.replica_results(2, 2)
+    assert recorder.outer.latest().to_dict() == state.to_dict()
 
 
 def test_a_resumed_run_must_bring_its_config(tmp_path):

@@ -1,13 +1,8 @@
 """fdshpo: exact forward-mode hypergradients (FDS) for SGD-momentum hyperparameter schedules."""
 
 from ._version import __version__
-from .forward import (
-    ForwardEngine,
-    ForwardState,
-    HypergradientResult,
-    InnerRunDiverged,
-    hypergradient,
-)
+from .forward import ForwardEngine, ForwardState, HypergradientResult, hypergradient
+from .inner import InnerRunDiverged
 from .outer import DEFAULT_STEP_SIZES, SignOptimizer, SignState
 from .schedule import DEFAULT_BOUNDS, HYPERPARAMETERS, Schedule
 

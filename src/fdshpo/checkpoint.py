@@ -40,7 +40,7 @@ from .inner import LossFn
 from .schedule import Schedule
 from .store.base import ArtifactNotFound, ArtifactStore, IntegrityError, StoreError
 from .store.layout import RunLayout
-from .tune import InnerTask, TuneState
+from .tune_state import InnerTask, TuneState
 
 #: Default inner checkpoint interval in steps (bench/store.py: well under 5% of a step's time).
 DEFAULT_EVERY = 200

@@ -24,7 +24,13 @@ Every key, with its default (the dataclass fields below are the only place defau
       max_steps: 10                   # outer-step budget (pipeline levels)
       replicas: 1                     # inner runs per outer step (ParallelFor)
       warm_start: false               # start from the experiment's latest schedule in the store
-    retrain: {horizon: null, seed: null}   # null: the schedule's horizon / a derived seed
+      multiplicative: []              # names taking multiplicative steps (fdshpo.outer)
+      select: best                    # best (best-validated outer step) or last (last iterate)
+      on_diverged: lower_lr           # a diverged inner run lowers the lr, or: raise
+    retrain:
+      horizon: null                   # null: the schedule's horizon (the learned one is stretched)
+      seed: null                      # null: derived from seed
+      on_diverged: report             # a diverged retraining is reported, or: halve_lr (once)
     store: {uri: ./fdshpo-store, endpoint: null}   # or store: URI; path, file:// or s3://;
                                       # endpoint http(s)://host[:port], never with keys in it
     resources:                        # Kubernetes settings, validated by fdshpo.kube
@@ -102,12 +108,16 @@ class OuterConfig:
     max_steps: int = 10
     replicas: int = 1
     warm_start: bool = False
+    multiplicative: list[str] = field(default_factory=list)
+    select: str = "best"
+    on_diverged: str = "lower_lr"
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
     horizon: int | None = None
     seed: int | None = None
+    on_diverged: str = "report"
 
 
 @dataclass(frozen=True)
@@ -174,7 +184,14 @@ class ExperimentConfig:
         """The configured :class:`~fdshpo.SignOptimizer`."""
         from .outer import SignOptimizer
 
-        return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol)
+        return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol,
+                             self.outer.multiplicative)
+
+    def outer_step(self):
+        """The configured :class:`~fdshpo.outer_step.OuterStep` (every runner's outer step)."""
+        from .outer_step import OuterStep
+
+        return OuterStep(self.optimizer(), self.outer.replicas, self.outer.on_diverged)
 
 
 def _bound(value, default: float) -> float:
@@ -254,6 +271,9 @@ def _validate(data: Any) -> ExperimentConfig:
                             f"schedule.bounds.{name} [{lo}, {hi}]; change one of them")
     sched_cfg = ScheduleConfig(horizon, segments, initial, bounds)
 
+    from .evaluate import RETRAIN_DIVERGENCE_POLICIES
+    from .outer_step import DIVERGENCE_POLICIES, SELECTION_RULES
+
     o = top.section("outer", OuterConfig)
     step_sizes = o.per_name("step_sizes", kind="float", fill=False)
     if not step_sizes:
@@ -268,11 +288,19 @@ def _validate(data: Any) -> ExperimentConfig:
         tol=o.number("tol", low=0.0, high=math.inf),
         max_steps=o.integer("max_steps", minimum=1, maximum=100),
         replicas=o.integer("replicas", minimum=1, maximum=256),
-        warm_start=o.boolean("warm_start"))
+        warm_start=o.boolean("warm_start"),
+        multiplicative=o.names("multiplicative"),
+        select=o.choice("select", SELECTION_RULES),
+        on_diverged=o.choice("on_diverged", DIVERGENCE_POLICIES))
+    unlearned = [n for n in outer_cfg.multiplicative if n not in outer_cfg.step_sizes]
+    if unlearned:
+        raise UserError(f"outer.multiplicative names {unlearned}, which have no "
+                        "outer.step_sizes entry and are not learned; add a step size or drop them")
 
     r = top.section("retrain", RetrainConfig)
     retrain_cfg = RetrainConfig(horizon=r.integer("horizon", minimum=1),
-                                seed=r.integer("seed", minimum=0))
+                                seed=r.integer("seed", minimum=0),
+                                on_diverged=r.choice("on_diverged", RETRAIN_DIVERGENCE_POLICIES))
 
     st = top.section("store", StoreConfig, shorthand="uri")
     store_cfg = StoreConfig(uri=check_store_uri(st.string("uri"), "store.uri"),
@@ -290,8 +318,13 @@ def _validate(data: Any) -> ExperimentConfig:
         retries=res.integer("retries", minimum=0, maximum=10),
         image=res.string("image"))
 
-    return ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
-                            store_cfg, resources_cfg, seed, checkpoint_every)
+    config = ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
+                              store_cfg, resources_cfg, seed, checkpoint_every)
+    try:
+        config.optimizer().check_schedule(config.initial_schedule())
+    except ValueError as exc:
+        raise UserError(f"outer.multiplicative: {exc} (schedule.bounds)") from None
+    return config
 
 
 def check_store_uri(uri: str, key: str) -> str:

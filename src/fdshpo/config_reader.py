@@ -105,6 +105,25 @@ class Section:
             raise UserError(f"{self.prefix}{key} must be true or false, got {value!r}")
         return value
 
+    def choice(self, key: str, allowed) -> str:
+        """One of ``allowed``."""
+        value = self.get(key)
+        if value is None:
+            return self.default(key)
+        if value not in allowed:
+            raise UserError(f"{self.prefix}{key} must be one of {list(allowed)}, got {value!r}")
+        return value
+
+    def names(self, key: str) -> list[str]:
+        """A list of hyperparameter names, in canonical order."""
+        value = self.get(key)
+        if value is None:
+            return self.default(key)
+        if not isinstance(value, list) or any(n not in HYPERPARAMETERS for n in value):
+            raise UserError(f"{self.prefix}{key} must be a list of hyperparameter names from "
+                            f"{list(HYPERPARAMETERS)}, got {value!r}")
+        return [n for n in HYPERPARAMETERS if n in value]
+
     def per_name(self, key: str, kind: str, fill: bool = True) -> dict:
         """A ``{hyperparameter: value}`` mapping in canonical order. With ``fill`` every name
         is present (names left out take the default's value); without it, the names given are

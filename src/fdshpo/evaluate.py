@@ -2,33 +2,46 @@
 
 The learned schedule is stretched to the retraining horizon (segment k of n covers steps
 [ceil(k T'/n), ceil((k+1) T'/n)) of the new horizon T'), training uses the whole training set
-(train + validation), and the test set is scored in eval mode (BatchNorm running statistics).
+(train + validation) from a fresh initialisation with seeds of its own, and the test set is
+scored in eval mode (BatchNorm running statistics).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from .data.batches import eval_batches
-from .inner import load_state, train
+from .inner import InnerRunDiverged, load_state, train
 from .problem import ClassificationProblem
 from .schedule import Schedule
+from .seeds import derive_seed
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Test accuracy and loss of a network retrained with a schedule."""
+    """Test accuracy and loss of a network retrained with a schedule.
 
-    test_accuracy: float
-    test_loss: float
-    final_train_loss: float
+    When the retraining diverged, ``diverged`` says where (``{"step", "hyperparameters",
+    "message"}``) and the scores are None. ``backoff`` records a retraining retried with the
+    learning rates scaled by ``lr_scale`` after the first attempt diverged.
+    """
+
+    test_accuracy: float | None
+    test_loss: float | None
+    final_train_loss: float | None
     num_steps: int
+    diverged: dict | None = None
+    backoff: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+#: What :func:`retrain_and_evaluate` does when retraining diverges.
+RETRAIN_DIVERGENCE_POLICIES = ("report", "halve_lr")
 
 
 @torch.no_grad()
@@ -48,19 +61,23 @@ def accuracy_and_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
 
 def retrain_and_test(problem: ClassificationProblem, schedule: Schedule,
                      num_steps: int | None = None, seed: int | None = None) -> Evaluation:
-    """Train ``problem``'s network from its initialisation on the full training set with
-    ``schedule`` stretched to ``num_steps`` (default: the schedule's horizon), then score it
-    on the test set.
+    """Train a fresh network on the full training set with ``schedule`` stretched to
+    ``num_steps`` (default: the schedule's horizon), then score it on the test set.
 
-    Raises FloatingPointError (naming the step) when training diverges.
+    The retraining's initialisation and batch order have seeds of their own, derived from
+    ``seed`` (default: the problem's): ``derive_seed(seed, "retrain-init")`` and
+    ``derive_seed(seed, "retrain-order")``, so it shares no stream with any tuning run.
+
+    Raises InnerRunDiverged (naming the step and the values) when training diverges.
     """
     num_steps = num_steps or schedule.num_steps
     schedule = schedule.stretched(num_steps)
     ds = problem.dataset
     x = ds.train_images.to(problem.device, problem.dtype)
     y = ds.train_labels.to(problem.device)
-    model = problem.model(0)
-    batches = problem.batches(x, y, num_steps, problem.seed + 1 if seed is None else seed)
+    seed = problem.seed if seed is None else seed
+    model = problem.model(seed=derive_seed(seed, "retrain-init"))
+    batches = problem.batches(x, y, num_steps, derive_seed(seed, "retrain-order"))
     last = []
     state = train(model, nn.functional.cross_entropy, batches, schedule,
                   on_step=lambda t, loss: last.append(loss) if t == num_steps - 1 else None)
@@ -68,3 +85,30 @@ def retrain_and_test(problem: ClassificationProblem, schedule: Schedule,
     acc, loss = accuracy_and_loss(trained, ds.test_images.to(problem.device, problem.dtype),
                                   ds.test_labels.to(problem.device))
     return Evaluation(acc, loss, float(last[-1]), num_steps)
+
+
+def retrain_and_evaluate(problem: ClassificationProblem, schedule: Schedule,
+                         num_steps: int | None = None, seed: int | None = None,
+                         on_diverged: str = "report") -> Evaluation:
+    """:func:`retrain_and_test`, with a diverged retraining as a result rather than an error.
+
+    ``on_diverged``: ``"report"`` returns the divergence (``Evaluation.diverged``);
+    ``"halve_lr"`` retrains once more with every learning rate halved and records that it did
+    (``Evaluation.backoff``), reporting the second attempt's divergence if it diverges too.
+    """
+    if on_diverged not in RETRAIN_DIVERGENCE_POLICIES:
+        raise ValueError(f"on_diverged must be one of {list(RETRAIN_DIVERGENCE_POLICIES)}, got "
+                         f"{on_diverged!r}")
+    num_steps = num_steps or schedule.num_steps
+    try:
+        return retrain_and_test(problem, schedule, num_steps, seed)
+    except InnerRunDiverged as first:
+        if on_diverged == "report":
+            return Evaluation(None, None, None, num_steps, first.to_dict())
+        backoff = {"lr_scale": 0.5, "first_attempt": first.to_dict()}
+    halved = schedule.with_values({"lr": schedule.values["lr"] * backoff["lr_scale"]})
+    try:
+        evaluation = retrain_and_test(problem, halved, num_steps, seed)
+    except InnerRunDiverged as second:
+        return Evaluation(None, None, None, num_steps, second.to_dict(), backoff)
+    return replace(evaluation, backoff=backoff)

@@ -47,7 +47,7 @@ from torch.func import (
 )
 
 from .flat import ParamLayout
-from .inner import LossFn, sgd_momentum_update
+from .inner import InnerRunDiverged, LossFn, sgd_momentum_update
 from .schedule import HYPERPARAMETERS, Schedule, check_names, segment_start
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -58,19 +58,6 @@ HVP_MODES = ("auto", "reverse", "forward")
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     getattr(torch.autograd.forward_ad, "_maybe_load_decompositions", lambda: None)()
-
-
-class InnerRunDiverged(FloatingPointError):
-    """The inner run's loss or the hypergradient became non-finite.
-
-    Attributes: ``step`` (first inner step with a non-finite training loss, or None when the
-    validation loss or hypergradient is what failed) and ``hyperparameters`` in force there.
-    """
-
-    def __init__(self, message: str, step: int | None, hyperparameters: dict[str, float] | None):
-        super().__init__(message)
-        self.step = step
-        self.hyperparameters = hyperparameters
 
 
 @dataclass(frozen=True)

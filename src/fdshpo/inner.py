@@ -33,6 +33,24 @@ from .schedule import Schedule
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class InnerRunDiverged(FloatingPointError):
+    """An inner run's loss (or, in an FDS run, its hypergradient) became non-finite.
+
+    Attributes: ``step`` (first inner step with a non-finite training loss, or None when the
+    validation loss or hypergradient is what failed) and ``hyperparameters`` in force there.
+    """
+
+    def __init__(self, message: str, step: int | None, hyperparameters: dict[str, float] | None):
+        super().__init__(message)
+        self.step = step
+        self.hyperparameters = hyperparameters
+
+    def to_dict(self) -> dict:
+        """``{"step", "hyperparameters", "message"}``: what a record says of the divergence."""
+        return {"step": self.step, "hyperparameters": self.hyperparameters,
+                "message": str(self)}
+
+
 class InnerState(NamedTuple):
     """Where an inner run stands: flat parameters, velocity, module buffers, next step index."""
 
@@ -91,7 +109,7 @@ def train(
 
     Raises:
         ValueError: too few batches for the horizon.
-        FloatingPointError: the training loss became non-finite (names the step).
+        InnerRunDiverged: the training loss became non-finite (names the step and values).
     """
     layout = ParamLayout.of(model)
     state = state or init_state(model, layout)
@@ -113,11 +131,11 @@ def train(
             loss, grad = loss_and_grad(model, loss_fn, layout, theta, buffers, inputs, targets)
             if not torch.isfinite(loss):
                 hp = schedule.at(step)
-                raise FloatingPointError(
+                raise InnerRunDiverged(
                     f"training diverged at inner step {step}: loss is {loss.item()} with "
                     f"lr={hp['lr']:.4g}, momentum={hp['momentum']:.4g}, "
-                    f"weight_decay={hp['weight_decay']:.4g}; lower the learning rate or its bound"
-                )
+                    f"weight_decay={hp['weight_decay']:.4g}; lower the learning rate or its bound",
+                    step, hp)
             hp = schedule.at(step)
             theta, velocity = sgd_momentum_update(
                 theta, velocity, grad, hp["lr"], hp["momentum"], hp["weight_decay"])

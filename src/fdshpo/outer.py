@@ -4,17 +4,30 @@ Every learned value lambda keeps a step size s and the sign of its previous hype
 new hypergradient h:
 
     if sign(h) == -previous sign:   s <- s * decay                  (decay = 0.5 by default)
-    lambda <- clip(lambda - sign(h) * s, lower, upper)
 
-A value has converged when s < tol * |lambda|; the outer loop stops when all learned values have.
-Only the sign of the hypergradient is used, never its magnitude. A zero hypergradient moves
-nothing and keeps the previous sign.
+then a value takes one of two kinds of step (per hyperparameter name):
+
+    additive          lambda <- clip(lambda - sign(h) * s, lower, upper)
+    multiplicative    lr, weight_decay:   lambda     <- clip(lambda * exp(-sign(h) * s), ...)
+                      momentum:           1 - lambda <- (1 - lambda) * exp(+sign(h) * s)
+
+Multiplicative steps move a value by a factor e^s, so a value near 0 (a small learning rate or
+weight decay, a momentum near 1) moves as fast, relatively, as a large one; momentum steps act on
+1 - mu, so momentum 0 is no trap. A multiplicative learning rate or weight decay never reaches 0:
+its lower bound must be positive.
+
+A value has converged when its step is small against the value (s < tol * |lambda| for additive
+steps, s < tol for multiplicative ones, whose s is already relative), or when it sits at a bound
+and its last hypergradient pushes it outwards (the constrained optimum of the sign descent: a
+value held at a bound of 0 converges). The outer loop stops when all learned values have. Only
+the sign of the hypergradient is used, never its magnitude. A zero hypergradient moves nothing
+and keeps the previous sign.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +39,8 @@ DEFAULT_STEP_SIZES: dict[str, float] = {"lr": 0.1, "momentum": 0.1, "weight_deca
 #: Step-size factor on a sign flip, and the convergence tolerance (the paper's values).
 DEFAULT_DECAY: float = 0.5
 DEFAULT_TOL: float = 0.05
+#: The kinds of step a learned value can take (module docstring).
+STEP_KINDS = ("additive", "multiplicative")
 
 
 @dataclass(frozen=True)
@@ -53,15 +68,18 @@ class SignOptimizer:
 
     Args:
         step_sizes: initial step size per learned hyperparameter name (all > 0); names absent
-            from it are not learned. Defaults to :data:`DEFAULT_STEP_SIZES`.
+            from it are not learned. Defaults to :data:`DEFAULT_STEP_SIZES`. For a name with
+            multiplicative steps it is the log of the factor (0.5: x1.65 per step).
         decay: factor applied to a value's step size when its hypergradient's sign flips, in (0, 1].
-        tol: convergence tolerance: a value converged when s < tol * |lambda|.
+        tol: convergence tolerance (module docstring).
+        multiplicative: the learned names that take multiplicative steps (the others additive).
 
     The optimiser is stateless; its state is the explicit :class:`SignState`.
     """
 
     def __init__(self, step_sizes: Mapping[str, float] | None = None,
-                 decay: float = DEFAULT_DECAY, tol: float = DEFAULT_TOL) -> None:
+                 decay: float = DEFAULT_DECAY, tol: float = DEFAULT_TOL,
+                 multiplicative: Sequence[str] = ()) -> None:
         step_sizes = dict(DEFAULT_STEP_SIZES if step_sizes is None else step_sizes)
         if not step_sizes:
             raise ValueError("step_sizes is empty; give a step size for each learned name")
@@ -74,17 +92,46 @@ class SignOptimizer:
             raise ValueError(f"decay must be in (0, 1], got {decay}")
         if not tol > 0:
             raise ValueError(f"tol must be positive, got {tol}")
+        if isinstance(multiplicative, str):
+            multiplicative = (multiplicative,)
+        check_names(list(multiplicative), "multiplicative step")
+        unlearned = [n for n in multiplicative if n not in step_sizes]
+        if unlearned:
+            raise ValueError(f"{unlearned} take multiplicative steps but are not learned; give "
+                             "them a step size or drop them from multiplicative")
         self.step_sizes = {n: float(step_sizes[n]) for n in HYPERPARAMETERS if n in step_sizes}
         self.decay = float(decay)
         self.tol = float(tol)
+        self.multiplicative = tuple(n for n in HYPERPARAMETERS if n in multiplicative)
 
     @property
     def learn(self) -> tuple[str, ...]:
         """The names this optimiser updates, in canonical order."""
         return tuple(self.step_sizes)
 
+    def step_kind(self, name: str) -> str:
+        """``"multiplicative"`` or ``"additive"``: the kind of step ``name`` takes."""
+        return STEP_KINDS[name in self.multiplicative]
+
+    def check_schedule(self, schedule: Schedule) -> None:
+        """Raise ValueError when a multiplicative step cannot work on ``schedule``'s bounds."""
+        for name in self.multiplicative:
+            lower, upper = schedule.bounds[name]
+            if name == "momentum":
+                if not upper < 1:
+                    raise ValueError(f"momentum takes multiplicative steps on 1 - momentum, so "
+                                     f"its upper bound must be below 1, got {upper}")
+            elif not lower > 0:
+                raise ValueError(
+                    f"{name} takes multiplicative steps, which never reach 0: give it a positive "
+                    f"lower bound (e.g. {name}: [1e-6, {upper:g}]), got {lower:g}")
+
     def init(self, schedule: Schedule) -> SignState:
-        """Every learned value starts with its type's step size and no previous sign."""
+        """Every learned value starts with its type's step size and no previous sign.
+
+        Raises ValueError when a multiplicative step cannot work on the schedule's bounds.
+        """
+        self.check_schedule(schedule)
         sizes = {n: torch.full_like(schedule.values[n], s) for n, s in self.step_sizes.items()}
         signs = {n: torch.zeros_like(schedule.values[n]) for n in self.step_sizes}
         return SignState(sizes, signs, 0)
@@ -118,17 +165,34 @@ class SignOptimizer:
             flipped = sign * state.signs[name] < 0
             sizes = torch.where(flipped, state.step_sizes[name] * self.decay,
                                 state.step_sizes[name])
-            lower, upper = schedule.bounds[name]
-            new_values[name] = (schedule.values[name] - sign * sizes).clamp(lower, upper)
+            new_values[name] = self._step(name, schedule, sign, sizes)
             new_sizes[name] = sizes
             new_signs[name] = torch.where(sign != 0, sign, state.signs[name])
         return (schedule.with_values(new_values),
                 SignState(new_sizes, new_signs, state.count + 1))
 
+    def _step(self, name: str, schedule: Schedule, sign: torch.Tensor, sizes: torch.Tensor
+              ) -> torch.Tensor:
+        value = schedule.values[name]
+        lower, upper = schedule.bounds[name]
+        if name not in self.multiplicative:
+            moved = value - sign * sizes
+        elif name == "momentum":
+            moved = 1 - (1 - value) * torch.exp(sign * sizes)
+        else:
+            moved = value * torch.exp(-sign * sizes)
+        return moved.clamp(lower, upper)
+
     def converged_mask(self, schedule: Schedule, state: SignState) -> dict[str, torch.Tensor]:
-        """Per learned value: s < tol * |lambda|."""
-        return {n: state.step_sizes[n] < self.tol * schedule.values[n].abs()
-                for n in self.step_sizes}
+        """Per learned value: its step is small (module docstring) or it is held at a bound."""
+        mask = {}
+        for name, sizes in state.step_sizes.items():
+            value, sign = schedule.values[name], state.signs[name]
+            lower, upper = schedule.bounds[name]
+            held = ((value <= lower) & (sign > 0)) | ((value >= upper) & (sign < 0))
+            scale = 1.0 if name in self.multiplicative else value.abs()
+            mask[name] = (sizes < self.tol * scale) | held
+        return mask
 
     def converged(self, schedule: Schedule, state: SignState) -> bool:
         """True when every learned value has converged."""

@@ -1,15 +1,19 @@
 """An image-classification inner problem: dataset + network + batching + seeds -> InnerTasks.
 
-Seeds are derived, never global: for run seed S, outer step s and replica r,
+Seeds are derived per purpose from the run seed S (:func:`fdshpo.seeds.derive_seed`), never
+global: for outer step s and replica r,
 
-    validation split   seed S + 7919 * s          (a new split each outer step, shared by replicas)
-    network init       seed S + 104729 * r        (a replica keeps its init across outer steps)
-    batch order        seed S + 7919 * s + 15485863 * r   (+ epoch inside ShuffledBatches)
+    validation split   derive_seed(S, "split", s)      (a new split each outer step, shared by
+                                                         replicas)
+    network init       derive_seed(S, "init", r)       (a replica keeps its init across steps)
+    batch order        derive_seed(S, "order", s, r)   (+ epoch inside ShuffledBatches)
 
-so every outer step of every replica is reproducible from S alone. With ``val_index`` set (e.g.
-from a prepared bundle, :func:`fdshpo.data.load_prepared`) every outer step uses that fixed
-held-out split instead. ``augment=True`` applies the seeded random crop (4 pixels) and horizontal
-flip of :func:`fdshpo.data.random_crop_flip` to training batches (the CIFAR-10 recipe).
+so every outer step of every replica is reproducible from S alone, and no two streams share a
+seed. The final retraining has streams of its own (:func:`fdshpo.evaluate.retrain_and_test`).
+With ``val_index`` set (e.g. from a prepared bundle, :func:`fdshpo.data.load_prepared`) every
+outer step uses that fixed held-out split instead. ``augment=True`` applies the seeded random
+crop (4 pixels) and horizontal flip of :func:`fdshpo.data.random_crop_flip` to training batches
+(the CIFAR-10 recipe).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from .data.augment import random_crop_flip
 from .data.batches import ShuffledBatches, eval_batches, split_validation
 from .data.sample import TensorDataset
 from .models import build_model
-from .tune import InnerTask
+from .seeds import derive_seed
+from .tune_state import InnerTask
 
 
 @dataclass(frozen=True)
 class ClassificationProblem:
-    """Factory of :class:`~fdshpo.tune.InnerTask` for ``tune`` (a ``TaskFactory``)."""
+    """Factory of :class:`~fdshpo.tune_state.InnerTask` for ``tune`` (a ``TaskFactory``)."""
 
     dataset: TensorDataset
     network: str = "lenet"
@@ -65,17 +70,18 @@ class ClassificationProblem:
                                augment=random_crop_flip if self.augment else None)
 
     def split_seed(self, outer_step: int) -> int:
-        return self.seed + 7919 * outer_step
+        return derive_seed(self.seed, "split", outer_step)
 
     def init_seed(self, replica: int) -> int:
-        return self.seed + 104729 * replica
+        return derive_seed(self.seed, "init", replica)
 
     def order_seed(self, outer_step: int, replica: int) -> int:
-        return self.seed + 7919 * outer_step + 15485863 * replica
+        return derive_seed(self.seed, "order", outer_step, replica)
 
-    def model(self, replica: int = 0) -> torch.nn.Module:
+    def model(self, replica: int = 0, seed: int | None = None) -> torch.nn.Module:
+        """A fresh network: replica ``replica``'s initialisation, or ``seed``'s when given."""
         net = build_model(self.network, self.dataset.input_shape, self.dataset.num_classes,
-                          self.init_seed(replica), init=self.init)
+                          self.init_seed(replica) if seed is None else seed, init=self.init)
         return net.to(device=self.device, dtype=self.dtype)
 
     def __call__(self, outer_step: int, replica: int, num_steps: int) -> InnerTask:

@@ -12,9 +12,10 @@ A run is written through a :class:`RunRecorder` (layout in :mod:`fdshpo.store.la
 ``latest.json`` pointer (the warm start of scheduled retuning, :func:`latest_schedule`). A run
 without ``run.json`` is listed as ``incomplete``, whatever else it holds.
 
-Pipeline components call the pieces directly: :meth:`RunRecorder.run_replica` for one replica of
-one outer step (resumable) and :meth:`RunRecorder.replica_results` +
-:func:`~fdshpo.tune.apply_outer_update` + :meth:`RunRecorder.on_outer_step` for the outer update.
+Pipeline components run the outer step's two halves (:class:`fdshpo.outer_step.OuterStep`):
+each inner component ``run_replica`` with the recorder's :attr:`RunRecorder.inner`
+checkpointer (resumable), the outer component ``apply`` and then
+:meth:`RunRecorder.on_outer_step`.
 Credentials never enter a record: :meth:`RunRecorder.start` refuses a config with a key that
 looks like one.
 """
@@ -25,14 +26,10 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from torch import nn
-
 from .checkpoint import DEFAULT_EVERY, InnerCheckpointer, OuterCheckpointer
-from .forward import HypergradientResult
-from .inner import LossFn
 from .outer import SignOptimizer
 from .schedule import Schedule
 from .store.base import (
@@ -44,7 +41,8 @@ from .store.base import (
     check_name,
 )
 from .store.layout import EXPERIMENTS, RunLayout, latest_pointer, parse_run_key
-from .tune import TaskFactory, TuneResult, TuneState, apply_outer_update, tune
+from .tune import TuneResult, tune
+from .tune_state import TaskFactory, TuneState
 
 RECORD_VERSION = 1
 _CREDENTIAL_KEY = re.compile(r"secret|password|passwd|token|access_?key|credential",
@@ -116,11 +114,6 @@ class RunRecorder:
                              "same config or start a new run id") from None
         return self.outer.latest()
 
-    def current_state(self, schedule: Schedule, optimizer: SignOptimizer) -> TuneState:
-        """The newest valid outer checkpoint, else the fresh state of ``schedule`` (what the
-        outer-update component starts from)."""
-        return self.outer.latest() or TuneState(schedule, optimizer.init(schedule))
-
     def on_outer_step(self, state: TuneState) -> None:
         """``tune``'s callback: the outer checkpoint, then any step record not yet written."""
         self.outer.save(state)
@@ -128,39 +121,6 @@ class RunRecorder:
             key = self.layout.step(record.outer_step)
             if not self.store.exists(key):
                 self.store.put_json(key, record.to_dict())
-
-    def run_replica(self, make_task: TaskFactory, schedule: Schedule, learn: Sequence[str],
-                    outer_step: int, replica: int, loss_fn: LossFn = nn.functional.cross_entropy,
-                    **engine_options) -> HypergradientResult:
-        """One replica of one outer step, resumed from its checkpoints; the result is stored
-        (``layout.replica_result``) and a rerun returns it without training."""
-        task = make_task(outer_step, replica, schedule.num_steps)
-        return self.inner.run(task, schedule, learn, loss_fn, outer_step, replica,
-                              **engine_options)
-
-    def replica_results(self, outer_step: int, replicas: int) -> list[HypergradientResult]:
-        """The stored results of replicas 0..replicas-1 of ``outer_step`` (for the outer
-        update); raises StoreError naming the missing ones."""
-        results, missing = [], []
-        for r in range(replicas):
-            res = self.inner.result(outer_step, r)
-            (missing.append(r) if res is None else results.append(res))
-        if missing:
-            raise StoreError(f"{self.layout.prefix}: no result for replica(s) {missing} of "
-                             f"outer step {outer_step}; run them first")
-        return results
-
-    def outer_update(self, optimizer: SignOptimizer, state: TuneState, replicas: int,
-                     seconds: float | None = None) -> TuneState:
-        """Combine the stored replica results of ``state.next_outer_step``, take the sign
-        step and checkpoint it (the outer-update component's body)."""
-        results = self.replica_results(state.next_outer_step, replicas)
-        if seconds is None:
-            seconds = sum(float(self.store.get_json(self.layout.replica_result(
-                state.next_outer_step, r)).get("seconds", 0.0)) for r in range(replicas))
-        new_state = apply_outer_update(optimizer, state, results, seconds)
-        self.on_outer_step(new_state)
-        return new_state
 
     def tune(self, make_task: TaskFactory, schedule: Schedule,
              optimizer: SignOptimizer | None = None, resume: TuneState | None = None,

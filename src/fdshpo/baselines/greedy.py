@@ -16,7 +16,8 @@ are chosen for the loss at that window's end, not at the end of training.
 
 Cost: every pass over the windows costs sum_w (FDS over the window with its K_w live columns +
 a validation gradient), and the final walk T plain steps; m = floor((B - T) / pass).
-A diverged window run counts as a +1 hypergradient on its learning rate (lowering it).
+A diverged window run lowers its learning rate (:func:`fdshpo.outer_step.diverged_hypergradient`,
+the outer step's ``lower_lr`` policy).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 
 from ..budget import CostModel, Ledger, fds_run_ledger
@@ -32,6 +32,7 @@ from ..data.batches import ShuffledBatches
 from ..forward import ForwardEngine, InnerRunDiverged
 from ..inner import InnerState, init_state, train
 from ..outer import SignOptimizer
+from ..outer_step import diverged_hypergradient
 from ..problem import ClassificationProblem
 from ..schedule import HYPERPARAMETERS, Schedule, segment_index, segment_start
 from .fds import initial_schedule
@@ -97,9 +98,7 @@ def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float
                 grads, val_loss = result.grads, result.val_loss
             except InnerRunDiverged:
                 diverged += 1
-                grads = {n: torch.zeros(1, dtype=torch.float64) for n in learn}
-                if "lr" in grads:
-                    grads["lr"] = torch.ones(1, dtype=torch.float64)
+                grads = diverged_hypergradient(window, learn)
             window, opt_state = optimizer.update(window, grads, opt_state)
             ledger = ledger + work
         for n in HYPERPARAMETERS:

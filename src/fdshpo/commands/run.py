@@ -10,6 +10,9 @@ import argparse
 import dataclasses
 import sys
 
+#: Exit status of ``fdshpo run`` when retraining with the learned schedule diverged.
+RETRAIN_DIVERGED = 3
+
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """CONFIG, --store and --pipeline: shared by run, compile, submit and schedule."""
@@ -80,10 +83,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"learned schedule after {summary.outer_steps} outer step(s)"
           + (" (converged)" if summary.converged else "") + ":\n"
           + format_schedule(summary.schedule))
-    print(f"test accuracy after retraining: learned {m['test_accuracy']:.2%}, "
-          f"initial {m['initial_test_accuracy']:.2%}")
+    initial = ("diverged" if m["initial_test_accuracy"] is None
+               else f"{m['initial_test_accuracy']:.2%}")
+    if m.get("retrain_backoff"):
+        print("retraining with the learned schedule diverged; retrained with the learning rates "
+              f"x{m['retrain_backoff']['lr_scale']} (retrain.on_diverged: halve_lr)")
+    if not m.get("retrain_diverged"):
+        print(f"test accuracy after retraining: learned {m['test_accuracy']:.2%}, "
+              f"initial {initial}")
     print(f"run {config.experiment}/{summary.run_id} in {summary.store}")
     print(f"report: {summary.report}")
     print(f"done in {summary.seconds:.0f}s")
     sys.stdout.flush()
+    if m.get("retrain_diverged"):
+        d = m["retrain_divergence"]
+        values = ", ".join(f"{k}={v:.4g}" for k, v in (d["hyperparameters"] or {}).items())
+        print(f"fdshpo run: retraining with the learned schedule diverged at step {d['step']} "
+              f"of {m['retrain_steps']} ({values}); the run is recorded, but its schedule is "
+              "unstable at the final horizon: retune with a lower lr upper bound or more "
+              "replicas, or set retrain.on_diverged: halve_lr", file=sys.stderr)
+        return RETRAIN_DIVERGED
     return 0

@@ -1,0 +1,60 @@
+"""The final retraining: its own seeds, and a diverged retraining as a result."""
+
+from __future__ import annotations
+
+import pytest
+from nets import sample_subset_problem
+
+from fdshpo import InnerRunDiverged, Schedule
+from fdshpo.evaluate import retrain_and_evaluate, retrain_and_test
+from fdshpo.seeds import PURPOSES, derive_seed
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return sample_subset_problem(train=400, test=200, seed=3)
+
+
+def test_a_diverged_retraining_is_reported_with_the_step_and_values(problem):
+    unstable = Schedule.constant(24, lr=12.0, momentum=0.9)
+    with pytest.raises(InnerRunDiverged, match=r"training diverged at inner step 17: .* "
+                                               r"with lr=12, momentum=0\.9"):
+        retrain_and_test(problem, unstable)
+    evaluation = retrain_and_evaluate(problem, unstable)
+    assert evaluation.test_accuracy is None and evaluation.backoff is None
+    assert evaluation.diverged["step"] == 17
+    assert evaluation.diverged["hyperparameters"] == {"lr": 12.0, "momentum": 0.9,
+                                                      "weight_decay": 0.0}
+
+
+def test_halve_lr_retrains_once_with_halved_learning_rates_and_says_so(problem):
+    unstable = Schedule.constant(24, lr=12.0, momentum=0.9)
+    evaluation = retrain_and_evaluate(problem, unstable, on_diverged="halve_lr")
+    assert evaluation.diverged is None and 0.0 <= evaluation.test_accuracy <= 1.0
+    assert evaluation.backoff["lr_scale"] == 0.5
+    assert evaluation.backoff["first_attempt"]["step"] == 17
+    halved = retrain_and_test(problem, Schedule.constant(24, lr=6.0, momentum=0.9))
+    assert evaluation.test_accuracy == halved.test_accuracy
+    # diverging twice reports the second attempt
+    hopeless = retrain_and_evaluate(problem, Schedule.constant(24, lr=1e4, momentum=0.9),
+                                    on_diverged="halve_lr")
+    assert hopeless.diverged["hyperparameters"]["lr"] == 5e3
+    with pytest.raises(ValueError, match=r"on_diverged must be one of \['report', 'halve_lr'\]"):
+        retrain_and_evaluate(problem, unstable, on_diverged="retry")
+
+
+def test_every_random_stream_of_a_run_has_a_seed_of_its_own(problem):
+    seeds = [problem.split_seed(s) for s in range(5)]
+    seeds += [problem.init_seed(r) for r in range(5)]
+    seeds += [problem.order_seed(s, r) for s in range(5) for r in range(5)]
+    seeds += [derive_seed(problem.seed, "retrain-init"), derive_seed(problem.seed,
+                                                                     "retrain-order")]
+    assert len(set(seeds)) == len(seeds) == 37
+    # the old sums collided: split_seed(s) == order_seed(s, 0)
+    assert problem.split_seed(0) != problem.order_seed(0, 0)
+    assert all(0 <= s < 2**63 for s in seeds)
+    assert derive_seed(7, "order", 1, 2) == derive_seed(7, "order", 1, 2)  # a function of inputs
+    assert derive_seed(7, "order", 1, 2) != derive_seed(7, "order", 2, 1)
+    with pytest.raises(ValueError, match=r"unknown seed purpose 'dropout'; known: "
+                                         + str(sorted(PURPOSES)).replace("[", r"\[")):
+        derive_seed(0, "dropout")
