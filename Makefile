@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fdshpo-installed
 PIP_FLAGS := --disable-pip-version-check --progress-bar off
 
-.PHONY: install demo test lint bench bench-quality bench-gpu clean image docker-engine
+.PHONY: install demo test lint bench bench-quality bench-gpu clean image image-minio docker-engine
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ IMAGE_TAGS = $(shell env -u FDSHPO_IMAGE $(PY) -c "from fdshpo.image import comp
 image: install docker-engine
 	$(DOCKER) build -f docker/Dockerfile -t $(word 1,$(IMAGE_TAGS)) .
 	$(DOCKER) build -f docker/Dockerfile --build-arg BASE_IMAGE=ubuntu:24.04 --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu -t $(word 2,$(IMAGE_TAGS)) .
+
+# The in-cluster store's MinIO, built from source at the release pinned in docker/minio.Dockerfile
+# (MinIO publishes no images since October 2025).
+MINIO_RELEASE = $(shell sed -n 's/^ARG MINIO_RELEASE=//p' docker/minio.Dockerfile)
+image-minio: docker-engine
+	$(DOCKER) build -f docker/minio.Dockerfile -t ghcr.io/fdshpo/minio:$(MINIO_RELEASE) docker
 
 docker-engine:
 	@$(DOCKER) info >/dev/null 2>&1 || { echo "make image: no Docker engine reachable here ('$(DOCKER) info' failed); build on a machine with Docker (README: Deploy on Kubernetes)" >&2; exit 1; }

@@ -20,6 +20,40 @@ def config_from_json(config_json: str) -> ExperimentConfig:
     return ExperimentConfig.from_dict(json.loads(config_json))
 
 
+def graph_settings(config: ExperimentConfig) -> dict:
+    """The config keys compiled into the pipeline's graph: the unrolled levels
+    (``outer.max_steps``), the replica list's default (``outer.replicas``) and every task's
+    resources. A run-time ``config_json`` must agree with the compiled graph on each."""
+    settings = {"outer.max_steps": config.outer.max_steps,
+                "outer.replicas": config.outer.replicas}
+    settings.update({f"resources.{k}": v for k, v in config.to_dict()["resources"].items()})
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def check_graph(config: ExperimentConfig, compiled_json: str, replicas: list) -> None:
+    """Refuse a run whose ``config_json`` or ``replicas`` parameter differs from what the
+    pipeline was compiled for (it would run with the compiled shape, silently).
+
+    Raises:
+        UserError: naming each differing key, compiled and given values.
+    """
+    from fdshpo.errors import UserError
+
+    compiled, given = json.loads(compiled_json), graph_settings(config)
+    problems = [f"{key} (compiled {compiled[key]!r}, given {given.get(key)!r})"
+                for key in sorted(compiled) if compiled[key] != given.get(key)]
+    expected = [str(r) for r in range(config.outer.replicas)]
+    if [str(r).removesuffix(".0") for r in replicas] != expected:
+        problems.append(f"the replicas parameter (given {list(replicas)!r}, outer.replicas "
+                        f"{config.outer.replicas} needs {expected!r})")
+    if problems:
+        raise UserError(
+            "this run's parameters do not match the compiled pipeline: " + "; ".join(problems)
+            + ". These settings shape the compiled graph (its levels, replicas and task "
+            "resources): compile or submit the pipeline from the config you want to run "
+            "(fdshpo compile/submit/schedule) instead of overriding config_json or replicas")
+
+
 def recorded_config(config: ExperimentConfig) -> dict:
     """The config as recorded in the store: the credentials Secret's *name* is a deployment
     detail (and the tracker refuses keys that look like credentials), so it is left out."""

@@ -6,9 +6,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fdshpo.config import ExperimentConfig, load_config
+from fdshpo.config import (
+    DataConfig,
+    ExperimentConfig,
+    OuterConfig,
+    ResourcesConfig,
+    RetrainConfig,
+    ScheduleConfig,
+    StoreConfig,
+    load_config,
+)
 from fdshpo.errors import UserError
-from fdshpo.schedule import Schedule
+from fdshpo.outer import SignOptimizer
+from fdshpo.schedule import DEFAULT_BOUNDS, Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -44,9 +54,33 @@ def write(tmp_path, data) -> Path:
 
 def test_defaults_fill_a_minimal_config(tmp_path):
     config = load_config(write(tmp_path, minimal()))
-    assert config.schedule.segments == {"lr": 1, "momentum": 1, "weight_decay": 1}
+    assert config.schedule.segments == {"lr": 7, "momentum": 1, "weight_decay": 1}  # the paper's
     assert config.outer.replicas == 1 and config.store.uri == "./fdshpo-store"
     assert config.checkpoint_every == 200
+
+
+def test_every_default_comes_from_the_dataclasses(tmp_path):
+    """The loader writes no default of its own: a minimal config equals the dataclasses'
+    defaults, and the configured optimiser equals the library's default one."""
+    config = load_config(write(tmp_path, minimal()))
+    assert config == ExperimentConfig("x", "mlp", DataConfig("fashion-mnist-sample"),
+                                      ScheduleConfig(horizon=20))
+    assert (config.outer, config.retrain, config.store, config.resources) == (
+        OuterConfig(), RetrainConfig(), StoreConfig(), ResourcesConfig())
+    library = SignOptimizer()
+    ours = config.optimizer()
+    assert (ours.step_sizes, ours.decay, ours.tol) == (library.step_sizes, library.decay,
+                                                       library.tol)
+    assert config.initial_schedule().bounds == DEFAULT_BOUNDS
+
+
+def test_names_left_out_of_segments_take_the_default(tmp_path):
+    data = minimal()
+    data["schedule"]["segments"] = {"lr": 5}
+    data["outer"] = {"step_sizes": {"lr": 0.2}}
+    config = load_config(write(tmp_path, data))
+    assert config.schedule.segments == {"lr": 5, "momentum": 1, "weight_decay": 1}
+    assert config.learn == ("lr",) and config.outer.step_sizes == {"lr": 0.2}
 
 
 def edit(path: str, value):

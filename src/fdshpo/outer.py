@@ -36,6 +36,9 @@ from .schedule import HYPERPARAMETERS, Schedule, check_names
 
 #: Initial outer step sizes per hyperparameter type (the paper's reference values).
 DEFAULT_STEP_SIZES: dict[str, float] = {"lr": 0.1, "momentum": 0.1, "weight_decay": 3e-4}
+#: Step-size factor on a sign flip, and the convergence tolerance (the paper's values).
+DEFAULT_DECAY: float = 0.5
+DEFAULT_TOL: float = 0.05
 #: The kinds of step a learned value can take (module docstring).
 STEP_KINDS = ("additive", "multiplicative")
 
@@ -74,8 +77,9 @@ class SignOptimizer:
     The optimiser is stateless; its state is the explicit :class:`SignState`.
     """
 
-    def __init__(self, step_sizes: Mapping[str, float] | None = None, decay: float = 0.5,
-                 tol: float = 0.05, multiplicative: Sequence[str] = ()) -> None:
+    def __init__(self, step_sizes: Mapping[str, float] | None = None,
+                 decay: float = DEFAULT_DECAY, tol: float = DEFAULT_TOL,
+                 multiplicative: Sequence[str] = ()) -> None:
         step_sizes = dict(DEFAULT_STEP_SIZES if step_sizes is None else step_sizes)
         if not step_sizes:
             raise ValueError("step_sizes is empty; give a step size for each learned name")

@@ -25,13 +25,21 @@ from __future__ import annotations
 import re
 import secrets
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .checkpoint import DEFAULT_EVERY, InnerCheckpointer, OuterCheckpointer
 from .outer import SignOptimizer
 from .schedule import Schedule
-from .store.base import ArtifactExists, ArtifactNotFound, ArtifactStore, StoreError, check_name
+from .store.base import (
+    ArtifactExists,
+    ArtifactNotFound,
+    ArtifactStore,
+    IntegrityError,
+    StoreError,
+    check_name,
+)
 from .store.layout import EXPERIMENTS, RunLayout, latest_pointer, parse_run_key
 from .tune import TuneResult, tune
 from .tune_state import TaskFactory, TuneState
@@ -310,11 +318,26 @@ def _newest_schedule(store: ArtifactStore, layout: RunLayout, steps: list[dict])
 
 
 def latest_schedule(store: ArtifactStore, experiment: str) -> Schedule | None:
-    """The schedule of the experiment's newest complete run (warm start), or None."""
+    """The schedule of the experiment's newest complete run (warm start), or None.
+
+    It is read from ``latest.json``; when that pointer is damaged (IntegrityError) the
+    newest intact run record (by its ``finished`` time) stands in, with a warning."""
     try:
         pointer = store.get_json(latest_pointer(experiment))
     except ArtifactNotFound:
         return None
+    except (IntegrityError, ValueError) as exc:
+        records = []
+        for exp, run_id in run_names(store, experiment):
+            try:
+                records.append(store.get_json(RunLayout(exp, run_id).record))
+            except (ArtifactNotFound, IntegrityError, ValueError):
+                continue
+        warnings.warn(f"{latest_pointer(experiment)} is damaged ({exc}); warm-starting from "
+                      "the newest complete run record instead", stacklevel=2)
+        if not records:
+            return None
+        pointer = max(records, key=lambda r: (r.get("finished", ""), r.get("run_id", "")))
     return Schedule.from_dict(pointer["schedule"])
 
 

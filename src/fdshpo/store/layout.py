@@ -37,6 +37,13 @@ def latest_pointer(experiment: str) -> str:
     return f"{experiment_prefix(experiment)}/latest.json"
 
 
+def is_pointer(key: str) -> bool:
+    """Keys written with ``overwrite=True`` (they move): ``latest.json`` pointers and the
+    rolling inner checkpoints. Every other artifact is write-once."""
+    return (key.startswith(f"{EXPERIMENTS}/") and key.endswith("/latest.json")
+            and key.count("/") == 2) or "/checkpoints/inner/" in key
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The keys of one run (see the module docstring)."""
