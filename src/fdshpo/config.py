@@ -13,6 +13,7 @@ has a default)::
       segments: {lr: 5, momentum: 1, weight_decay: 1}
       initial:  {lr: 0.01, momentum: 0.0, weight_decay: 0.0}
       bounds:   {lr: [0, 1], momentum: [0, 0.999], weight_decay: [0, 0.01]}
+      shapes:   {}                    # base shapes the values scale, e.g. {lr: linear}
     outer:
       step_sizes: {lr: 0.1, momentum: 0.3, weight_decay: 3.0e-4}   # names learned
       decay: 0.5
@@ -21,6 +22,7 @@ has a default)::
       replicas: 1                     # inner runs per outer step (ParallelFor)
       warm_start: false               # start from the experiment's latest schedule in the store
       multiplicative: []              # names taking multiplicative steps (fdshpo.outer)
+      backtrack: false                # a worse val loss: shorter steps from the best schedule
       select: best                    # best (best-validated outer step) or last (last iterate)
       on_diverged: lower_lr           # a diverged inner run lowers the lr, or: raise
     retrain:
@@ -89,6 +91,7 @@ class ScheduleConfig:
     initial: dict[str, float] = field(default_factory=lambda: {"lr": 0.0, "momentum": 0.0,
                                                                "weight_decay": 0.0})
     bounds: dict[str, list] = field(default_factory=dict)
+    shapes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class OuterConfig:
     replicas: int = 1
     warm_start: bool = False
     multiplicative: list[str] = field(default_factory=list)
+    backtrack: bool = False
     select: str = "best"
     on_diverged: str = "lower_lr"
 
@@ -166,7 +170,7 @@ class ExperimentConfig:
 
         s = self.schedule
         return Schedule.constant(s.horizon, segments=s.segments, bounds=self.bounds(),
-                                 **s.initial)
+                                 shapes=s.shapes, **s.initial)
 
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {n: (_bound(lo, -math.inf), _bound(hi, math.inf))
@@ -177,7 +181,7 @@ class ExperimentConfig:
         from .outer import SignOptimizer
 
         return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol,
-                             self.outer.multiplicative)
+                             self.outer.multiplicative, self.outer.backtrack)
 
     def outer_step(self):
         """The configured :class:`~fdshpo.outer_step.OuterStep` (every runner's outer step)."""
@@ -256,7 +260,15 @@ def _validate(data: Any) -> ExperimentConfig:
         if not initial[name] >= lo or not initial[name] <= hi:
             raise UserError(f"schedule.initial.{name} = {initial[name]} lies outside "
                             f"schedule.bounds.{name} [{lo}, {hi}]; change one of them")
-    sched_cfg = ScheduleConfig(horizon, segments, initial, bounds)
+    from .shapes import SHAPES
+
+    shapes = s.get("shapes") or {}
+    if not isinstance(shapes, Mapping) or any(
+            n not in HYPERPARAMETERS or v not in SHAPES for n, v in shapes.items()):
+        raise UserError(f"schedule.shapes maps hyperparameter names ({list(HYPERPARAMETERS)}) "
+                        f"to base shapes ({list(SHAPES)}), got {shapes!r}")
+    sched_cfg = ScheduleConfig(horizon, segments, initial, bounds,
+                               {n: str(v) for n, v in shapes.items()})
 
     from .evaluate import RETRAIN_DIVERGENCE_POLICIES
     from .outer_step import DIVERGENCE_POLICIES, SELECTION_RULES
@@ -278,6 +290,7 @@ def _validate(data: Any) -> ExperimentConfig:
         replicas=_int(o, "replicas", "outer.", default=1, minimum=1, maximum=256),
         warm_start=_bool(o, "warm_start", "outer.", default=False),
         multiplicative=_names(o, "multiplicative", "outer."),
+        backtrack=_bool(o, "backtrack", "outer.", default=False),
         select=_choice(o, "select", "outer.", SELECTION_RULES, OuterConfig.select),
         on_diverged=_choice(o, "on_diverged", "outer.", DIVERGENCE_POLICIES,
                             OuterConfig.on_diverged))
