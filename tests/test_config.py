@@ -136,6 +136,7 @@ BAD = [
                                       "names from ['lr', 'momentum', 'weight_decay']"),
     ("outer.multiplicative", ["lr"], "outer.multiplicative: lr takes multiplicative steps, which "
                                      "never reach 0: give it a positive lower bound"),
+    ("schedule.shapes", {"lr": "exp"}, "schedule.shapes maps hyperparameter names"),
     ("retrain.on_diverged", "retry",
      "retrain.on_diverged must be one of ['report', 'halve_lr'], got 'retry'"),
 ]

@@ -17,6 +17,7 @@ Every key, with its default (the dataclass fields below are the only place defau
       segments: {lr: 7, momentum: 1, weight_decay: 1}    # the paper's; a name left out gets these
       initial:  {lr: 0.0, momentum: 0.0, weight_decay: 0.0}
       bounds:   {lr: [0, null], momentum: [0, 0.999], weight_decay: [0, null]}   # null: unbounded
+      shapes:   {}                    # base shapes the values scale, e.g. {lr: linear}
     outer:
       step_sizes: {lr: 0.1, momentum: 0.1, weight_decay: 3.0e-4}   # the names given are learned
       decay: 0.5                      # step-size factor on a sign flip
@@ -25,6 +26,7 @@ Every key, with its default (the dataclass fields below are the only place defau
       replicas: 1                     # inner runs per outer step (ParallelFor)
       warm_start: false               # start from the experiment's latest schedule in the store
       multiplicative: []              # names taking multiplicative steps (fdshpo.outer)
+      backtrack: false                # a worse val loss: shorter steps from the best schedule
       select: best                    # best (best-validated outer step) or last (last iterate)
       on_diverged: lower_lr           # a diverged inner run lowers the lr, or: raise
     retrain:
@@ -98,6 +100,7 @@ class ScheduleConfig:
                                                                             0.0))
     bounds: dict[str, list] = field(default_factory=lambda: {
         n: [None if math.isinf(b) else b for b in DEFAULT_BOUNDS[n]] for n in HYPERPARAMETERS})
+    shapes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class OuterConfig:
     replicas: int = 1
     warm_start: bool = False
     multiplicative: list[str] = field(default_factory=list)
+    backtrack: bool = False
     select: str = "best"
     on_diverged: str = "lower_lr"
 
@@ -174,7 +178,7 @@ class ExperimentConfig:
 
         s = self.schedule
         return Schedule.constant(s.horizon, segments=s.segments, bounds=self.bounds(),
-                                 **s.initial)
+                                 shapes=s.shapes, **s.initial)
 
     def bounds(self) -> dict[str, tuple[float, float]]:
         return {n: (_bound(lo, -math.inf), _bound(hi, math.inf))
@@ -185,7 +189,7 @@ class ExperimentConfig:
         from .outer import SignOptimizer
 
         return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol,
-                             self.outer.multiplicative)
+                             self.outer.multiplicative, self.outer.backtrack)
 
     def outer_step(self):
         """The configured :class:`~fdshpo.outer_step.OuterStep` (every runner's outer step)."""
@@ -269,7 +273,15 @@ def _validate(data: Any) -> ExperimentConfig:
         if not initial[name] >= lo or not initial[name] <= hi:
             raise UserError(f"schedule.initial.{name} = {initial[name]} lies outside "
                             f"schedule.bounds.{name} [{lo}, {hi}]; change one of them")
-    sched_cfg = ScheduleConfig(horizon, segments, initial, bounds)
+    from .shapes import SHAPES
+
+    shapes = s.get("shapes") or {}
+    if not isinstance(shapes, Mapping) or any(
+            n not in HYPERPARAMETERS or v not in SHAPES for n, v in shapes.items()):
+        raise UserError(f"schedule.shapes maps hyperparameter names ({list(HYPERPARAMETERS)}) "
+                        f"to base shapes ({list(SHAPES)}), got {shapes!r}")
+    sched_cfg = ScheduleConfig(horizon, segments, initial, bounds,
+                               {n: str(v) for n, v in shapes.items()})
 
     from .evaluate import RETRAIN_DIVERGENCE_POLICIES
     from .outer_step import DIVERGENCE_POLICIES, SELECTION_RULES
@@ -290,6 +302,7 @@ def _validate(data: Any) -> ExperimentConfig:
         replicas=o.integer("replicas", minimum=1, maximum=256),
         warm_start=o.boolean("warm_start"),
         multiplicative=o.names("multiplicative"),
+        backtrack=o.boolean("backtrack"),
         select=o.choice("select", SELECTION_RULES),
         on_diverged=o.choice("on_diverged", DIVERGENCE_POLICIES))
     unlearned = [n for n in outer_cfg.multiplicative if n not in outer_cfg.step_sizes]

@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from ..shapes import SHAPES, fit_segments, shape_values
 from .fds import fds_method
 from .greedy import greedy_fds
 from .hd import hd_search
 from .search import random_search, shape_search, tpe_search
-from .shapes import SHAPES, fit_segments, shape_values
 from .space import DIVERGED_LOSS, Incumbent, MethodResult, SearchSpace, evaluate_schedule
 
 Method = Callable[..., MethodResult]

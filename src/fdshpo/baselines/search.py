@@ -31,7 +31,7 @@ import torch
 from ..budget import CostModel, Ledger, trial_ledger
 from ..problem import ClassificationProblem
 from ..schedule import HYPERPARAMETERS, Schedule
-from .shapes import SHAPES, fit_segments, shape_values
+from ..shapes import SHAPES, fit_segments, shape_values
 from .space import (
     Incumbent,
     MethodResult,

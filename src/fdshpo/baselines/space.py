@@ -1,10 +1,12 @@
 """The search space every method shares, the result every method returns, and trial scoring.
 
 A :class:`SearchSpace` is FDS's own: the horizon T, the segment counts per hyperparameter (e.g.
-(7, 1, 1)) and finite bounds. Every method — FDS, greedy, random search, TPE, fixed shapes —
-searches it and returns a :class:`MethodResult`: the schedule it picked, its validation loss, the
-work it did (a :class:`~fdshpo.budget.Ledger`), and its incumbents (the schedule it would have
-returned at each point of its spend), so accuracy can be plotted against budget.
+(7, 1, 1)), finite bounds, and the base shapes the segment values scale (e.g. a linear decay of
+the learning rate, :mod:`fdshpo.shapes`; default constant). Every method — FDS, greedy, random
+search, TPE, fixed shapes — searches it and returns a :class:`MethodResult`: the schedule it
+picked, its validation loss, the work it did (a :class:`~fdshpo.budget.Ledger`), and its
+incumbents (the schedule it would have returned at each point of its spend), so accuracy can be
+plotted against budget.
 
 Trials are scored with :func:`evaluate_schedule`: train the problem's network (replica 0) on
 outer step 0's training split with the schedule, and take the mean cross-entropy on that step's
@@ -43,6 +45,7 @@ class SearchSpace:
     num_steps: int
     segments: Mapping[str, int]
     bounds: Mapping[str, tuple[float, float]]
+    shapes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
@@ -65,6 +68,8 @@ class SearchSpace:
             bounds[name] = (lower, upper)
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "bounds", bounds)
+        object.__setattr__(self, "shapes", Schedule(1, {n: [0.0] for n in HYPERPARAMETERS},
+                                                    shapes=self.shapes).shapes)
 
     def schedule(self, values: Mapping[str, object]) -> Schedule:
         """A schedule over this space's horizon and bounds; a scalar fills all segments."""
@@ -72,7 +77,7 @@ class SearchSpace:
         for name in HYPERPARAMETERS:
             v = torch.as_tensor(values[name], dtype=torch.float64).reshape(-1)
             full[name] = v.expand(self.segments[name]).clone() if v.numel() == 1 else v
-        return Schedule(self.num_steps, full, self.bounds)
+        return Schedule(self.num_steps, full, self.bounds, self.shapes)
 
     def constant(self, lr: float, momentum: float, weight_decay: float) -> Schedule:
         return self.schedule({"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
@@ -84,7 +89,8 @@ class SearchSpace:
 
     def to_dict(self) -> dict:
         return {"num_steps": self.num_steps, "segments": dict(self.segments),
-                "bounds": {n: list(b) for n, b in self.bounds.items()}}
+                "bounds": {n: list(b) for n, b in self.bounds.items()},
+                "shapes": dict(self.shapes)}
 
 
 @dataclass(frozen=True)
