@@ -6,8 +6,11 @@ has a default)::
     experiment: demo                  # name; runs are grouped by it in the store
     seed: 0                           # every seed is derived from it (see fdshpo.problem)
     checkpoint_every: 200             # inner checkpoint interval in steps (0: results only)
-    data:      {dataset: fashion-mnist-sample, root: null, batch_size: 128, val_fraction: 0.05}
+    data:      {dataset: fashion-mnist-sample, root: null, batch_size: 128, val_fraction: 0.05,
+                val_batch_size: 1000,  # examples per batch when scoring the validation split
+                augment: false}        # random 4-pixel crop + horizontal flip of training batches
     network: mlp                      # mlp, lenet or wrn-D-K
+    network_init: default             # default (PyTorch's) or xavier (the paper's)
     schedule:
       horizon: 200                    # inner steps per outer step
       segments: {lr: 5, momentum: 1, weight_decay: 1}
@@ -20,7 +23,11 @@ has a default)::
       max_steps: 6                    # outer-step budget (pipeline levels)
       replicas: 1                     # inner runs per outer step (ParallelFor)
       warm_start: false               # start from the experiment's latest schedule in the store
-    retrain: {horizon: null, seed: null}   # null: the schedule's horizon / seed + 1
+    retrain: {horizon: null, seed: null}   # the final job; null: the schedule's horizon / seed + 1
+    compare:                          # `fdshpo compare` (flags override); null: its defaults
+      methods: null                   # e.g. [fds, random, hd, linear, hyperband]
+      seeds: null                     # null: [seed]
+      budget_runs: null               # budgets in runs of the final job; null: [2, 4, 8, 16]
     store: {uri: ./fdshpo-store, endpoint: null}
     resources:
       gpus: 0                         # per training component; > 0 requests accelerators
@@ -47,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .models.init import INITS
 from .schedule import DEFAULT_BOUNDS, HYPERPARAMETERS
 
 #: Datasets known before fdshpo.data grows a registry (kept in sync with it when it exists).
@@ -73,6 +81,8 @@ class DataConfig:
     root: str | None = None
     batch_size: int = 128
     val_fraction: float = 0.05
+    val_batch_size: int = 1000
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,13 @@ class OuterConfig:
 class RetrainConfig:
     horizon: int | None = None
     seed: int | None = None
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    methods: list[str] | None = None
+    seeds: list[int] | None = None
+    budget_runs: list[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +152,8 @@ class ExperimentConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     seed: int = 0
     checkpoint_every: int = 200
+    network_init: str = "default"
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @property
     def learn(self) -> tuple[str, ...]:
@@ -167,6 +186,16 @@ class ExperimentConfig:
         from .outer import SignOptimizer
 
         return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol)
+
+    def problem(self, dataset, device: str = "cpu"):
+        """The configured :class:`~fdshpo.problem.ClassificationProblem` over ``dataset``."""
+        from .problem import ClassificationProblem
+
+        d = self.data
+        return ClassificationProblem(dataset, self.network, batch_size=d.batch_size,
+                                     val_fraction=d.val_fraction, val_batch_size=d.val_batch_size,
+                                     seed=self.seed, device=device, augment=d.augment,
+                                     init=self.network_init)
 
 
 def _bound(value, default: float) -> float:
@@ -209,6 +238,10 @@ def _validate(data: Any) -> ExperimentConfig:
         raise UserError(f"network: unknown network {network!r}; allowed: {NETWORKS_ALLOWED}")
     seed = _int(top, "seed", default=0, minimum=0)
     checkpoint_every = _int(top, "checkpoint_every", default=200, minimum=0)
+    network_init = _str(top, "network_init") or "default"
+    if network_init not in INITS:
+        raise UserError(f"network_init: unknown initialisation {network_init!r}; allowed: "
+                        f"{', '.join(INITS)}")
 
     d = _section(top.get("data"), "data", DataConfig, required=True)
     names = dataset_names()
@@ -219,7 +252,9 @@ def _validate(data: Any) -> ExperimentConfig:
         dataset=dataset, root=_str(d, "root", "data."),
         batch_size=_int(d, "batch_size", "data.", default=128, minimum=1),
         val_fraction=_float(d, "val_fraction", "data.", default=0.05, low=0.0, high=1.0,
-                            open_interval=True))
+                            open_interval=True),
+        val_batch_size=_int(d, "val_batch_size", "data.", default=1000, minimum=1),
+        augment=_bool(d, "augment", "data.", default=False))
 
     s = _section(top.get("schedule"), "schedule", ScheduleConfig, required=True)
     horizon = _int(s, "horizon", "schedule.", required=True, minimum=1)
@@ -287,7 +322,32 @@ def _validate(data: Any) -> ExperimentConfig:
         image=_str(res, "image", "resources."))
 
     return ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
-                            store_cfg, resources_cfg, seed, checkpoint_every)
+                            store_cfg, resources_cfg, seed, checkpoint_every, network_init,
+                            _compare(top.get("compare")))
+
+
+def _compare(value: Any) -> CompareConfig:
+    c = _section(value, "compare", CompareConfig)
+    methods = c.get("methods")
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if methods is not None and (not isinstance(methods, list) or not methods or not all(
+            isinstance(m, str) and m for m in methods)):
+        raise UserError(f"compare.methods must be a list of method names, e.g. [fds, random, "
+                        f"linear, hyperband], got {methods!r}")
+    seeds = c.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise UserError(f"compare.seeds must be a list of distinct integers >= 0, e.g. "
+                        f"[0, 1, 2], got {seeds!r}")
+    runs = c.get("budget_runs")
+    if runs is not None and (not isinstance(runs, list) or not runs or not all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n)
+            and n > 0 for n in runs)):
+        raise UserError(f"compare.budget_runs must be a list of positive numbers (budgets in "
+                        f"runs of the final job), e.g. [2, 4, 8, 16], got {runs!r}")
+    return CompareConfig(methods, seeds, None if runs is None else [float(n) for n in runs])
 
 
 def _section(value: Any, name: str, cls, required: bool = False) -> Mapping:
