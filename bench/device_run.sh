@@ -4,7 +4,7 @@
 #
 # The whole protocol is ~10 GPU-hours (a final job is 11,700 WRN-16-1 steps, ~94 s; 8 methods x
 # 3 seeds x 16 runs), so a session runs what fits: the comparison at QUALITY_ARGS (default: seed
-# 0, N = 2, linear, hyperband, then FDS: each ~2 final jobs of search + 1 of retraining) until
+# 0, N = 2, FDS, linear, then hyperband: each ~2 final jobs of search + 1 of retraining) until
 # QUALITY_LIMIT_S; $OUT/quality-gpu/partial.jsonl keeps every finished (seed, method), and its
 # header line gives the measured plain step time. PREDICT=1 first runs `bench/quality.py
 # --predict` (each method at its smallest budget and one retrain: per-method wall/modelled
@@ -25,7 +25,7 @@ set -uo pipefail
 OUT=${OUT:-device-out}
 PYTHON=${PYTHON:-python3}
 CONFIG=${QUALITY_CONFIG:-configs/bench-gpu-fmnist-wrn.yaml}
-QUALITY_ARGS=${QUALITY_ARGS:---device cuda --seeds 0 --budget-runs 2 --methods linear,hyperband,fds}
+QUALITY_ARGS=${QUALITY_ARGS:---device cuda --seeds 0 --budget-runs 2 --methods fds,linear,hyperband}
 PREDICT_ARGS=${PREDICT_ARGS:---device cuda --seeds 0 1 2}
 mkdir -p "$OUT/quality-gpu"
 if [ -z "${DRY_RUN:-}" ]; then
