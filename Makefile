@@ -30,12 +30,15 @@ bench: install
 	$(PY) bench/engine.py
 	$(PY) bench/data.py
 
-# FDS vs every baseline at equal budget (full Fashion-MNIST, LeNet, 3 seeds; about 5 min on one
-# H100/H200); QUALITY_ARGS='--smoke' runs a seconds-long CPU version.
-QUALITY_ARGS ?= --device cuda --max-minutes 4
-QUALITY_OUT  ?= bench/results/quality-run
+# FDS vs every baseline at budgets of 2, 4, 8 and 16 final-job runs
+# (configs/bench-cpu-fmnist-mlp.yaml: full Fashion-MNIST, MLP, 3 seeds; ~40 min on 2 CPU cores);
+# a rerun resumes from $(QUALITY_OUT)/partial.jsonl.
+# QUALITY_ARGS='--predict' measures and prints the predicted wall time instead (~1 min).
+QUALITY_CONFIG ?= configs/bench-cpu-fmnist-mlp.yaml
+QUALITY_OUT    ?= bench-out/quality-cpu-fmnist-mlp
+QUALITY_ARGS   ?= --record bench/results/quality-cpu-fmnist-mlp
 bench-quality: install
-	$(PY) bench/quality.py $(QUALITY_ARGS) --out $(QUALITY_OUT)
+	$(PY) bench/quality.py $(QUALITY_CONFIG) --out $(QUALITY_OUT) $(QUALITY_ARGS)
 
 # WRN-16-1 step, tangent and memory cost on a GPU (1-2 min).
 bench-gpu: install

@@ -14,6 +14,7 @@ import torch
 
 from fdshpo.config import ExperimentConfig
 from fdshpo.data.sample import TensorDataset
+from fdshpo.runtime import device_for, set_threads
 
 
 def config_from_json(config_json: str) -> ExperimentConfig:
@@ -79,26 +80,6 @@ def recorder(config: ExperimentConfig, run_id: str):
                        checkpoint_every=config.checkpoint_every)
 
 
-def set_threads(config: ExperimentConfig) -> int:
-    """Intra-op threads for this component: ``FDSHPO_TORCH_THREADS`` when set (the local
-    runner sets it so parallel replicas do not oversubscribe the cores: measured 5x slower),
-    else the configured CPU count, else torch's default. Returns the count in use."""
-    import math
-    import os
-
-    wanted = os.environ.get("FDSHPO_TORCH_THREADS")
-    if not wanted and config.resources.cpu and not config.resources.cpu.endswith("m"):
-        wanted = str(max(1, math.floor(float(config.resources.cpu))))
-    if wanted:
-        torch.set_num_threads(max(1, int(wanted)))
-    return torch.get_num_threads()
-
-
-def device_for(config: ExperimentConfig) -> str:
-    """CUDA when the config asks for GPUs and one is visible, else the CPU."""
-    return "cuda" if config.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
-
-
 def load_dataset(config: ExperimentConfig) -> TensorDataset:
     """The configured dataset from fdshpo.data's registry."""
     from fdshpo.data import load_dataset as load
@@ -121,9 +102,5 @@ def read_dataset(path: str | Path) -> TensorDataset:
 
 def problem_for(config: ExperimentConfig, dataset: TensorDataset):
     """The :class:`~fdshpo.problem.ClassificationProblem` the library's ``tune`` would use."""
-    from fdshpo.problem import ClassificationProblem
-
     set_threads(config)
-    return ClassificationProblem(dataset, config.network, batch_size=config.data.batch_size,
-                                 val_fraction=config.data.val_fraction, seed=config.seed,
-                                 device=device_for(config))
+    return config.problem(dataset, device_for(config))

@@ -57,6 +57,27 @@ def test_defaults_fill_a_minimal_config(tmp_path):
     assert config.schedule.segments == {"lr": 7, "momentum": 1, "weight_decay": 1}  # the paper's
     assert config.outer.replicas == 1 and config.store.uri == "./fdshpo-store"
     assert config.checkpoint_every == 200
+    assert config.network_init == "default"
+    assert (config.data.val_batch_size, config.data.augment) == (1000, False)
+    assert config.compare.methods is None and config.compare.budget_runs is None
+
+
+def test_the_problem_follows_every_setting_the_benchmarks_use(tmp_path):
+    from fdshpo.data.sample import load_fashion_mnist_sample
+
+    data = minimal()
+    data["network_init"] = "xavier"
+    data["data"].update(batch_size=64, val_fraction=0.2, val_batch_size=250, augment=True)
+    data["compare"] = {"methods": "fds, linear", "seeds": [3, 4], "budget_runs": [2, 8]}
+    config = load_config(write(tmp_path, data))
+    assert (config.compare.methods, config.compare.seeds, config.compare.budget_runs) == (
+        ["fds", "linear"], [3, 4], [2.0, 8.0])
+    problem = config.problem(load_fashion_mnist_sample(), "cpu")
+    assert (problem.init, problem.augment, problem.val_batch_size) == ("xavier", True, 250)
+    assert (problem.batch_size, problem.val_fraction, problem.network) == (64, 0.2, "mlp")
+    task = problem(0, 0, 3)
+    assert [len(x) for x, _ in task.val_batches] == [250, 250, 250, 250]  # 1000 held out
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
 
 
 def test_every_default_comes_from_the_dataclasses(tmp_path):
@@ -129,6 +150,16 @@ BAD = [
     ("resources.tolerations", [{"key": "k", "effect": "Sometimes"}],
      "resources.tolerations[0].effect must be NoSchedule, PreferNoSchedule or NoExecute"),
     ("experiment", "my experiment", "experiment must be 1-63 letters, digits"),
+    ("network_init", "he", "network_init: unknown initialisation 'he'; allowed: default, xavier"),
+    ("data.val_batch_size", 0, "data.val_batch_size must be >= 1, got 0"),
+    ("data.augment", "crop", "data.augment must be true or false, got 'crop'"),
+    ("compare.methods", [], "compare.methods must be a list of method names"),
+    ("compare.seeds", [0, -1], "compare.seeds must be a list of distinct integers >= 0"),
+    ("compare.budget_runs", [4, 0], "compare.budget_runs must be a list of positive numbers "
+                                    "(budgets in runs of the final job)"),
+    ("compare.budget", [4], "unknown key(s) ['budget'] in 'compare'; allowed keys: methods"),
+
+
     ("outer.select", "first", "outer.select must be one of ['best', 'last'], got 'first'"),
     ("outer.on_diverged", "skip",
      "outer.on_diverged must be one of ['lower_lr', 'raise'], got 'skip'"),

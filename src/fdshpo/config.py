@@ -11,7 +11,10 @@ Every key, with its default (the dataclass fields below are the only place defau
       root: null                      # data root; null: $FDSHPO_DATA_ROOT or ~/.cache/fdshpo
       batch_size: 128
       val_fraction: 0.05              # share of the training set held out for validation
+      val_batch_size: 1000            # examples per batch when scoring the validation split
+      augment: false                  # random 4-pixel crop + horizontal flip of training batches
     network: NAME                     # required: mlp, lenet or wrn-D-K
+    network_init: default             # default (PyTorch's) or xavier (the paper's)
     schedule:
       horizon: T                      # required: inner steps per outer step
       segments: {lr: 7, momentum: 1, weight_decay: 1}    # the paper's; a name left out gets these
@@ -33,6 +36,10 @@ Every key, with its default (the dataclass fields below are the only place defau
       horizon: null                   # null: the schedule's horizon (the learned one is stretched)
       seed: null                      # null: derived from seed
       on_diverged: report             # a diverged retraining is reported, or: halve_lr (once)
+    compare:                          # `fdshpo compare` (flags override); null: its defaults
+      methods: null                   # e.g. [fds, random, hd, linear, hyperband]
+      seeds: null                     # null: [seed]
+      budget_runs: null               # budgets in runs of the final job; null: [2, 4, 8, 16]
     store: {uri: ./fdshpo-store, endpoint: null}   # or store: URI; path, file:// or s3://;
                                       # endpoint http(s)://host[:port], never with keys in it
     resources:                        # Kubernetes settings, validated by fdshpo.kube
@@ -63,6 +70,7 @@ from typing import Any
 from . import kube
 from .config_reader import Section
 from .errors import UserError
+from .models.init import INITS
 from .outer import DEFAULT_DECAY, DEFAULT_STEP_SIZES, DEFAULT_TOL
 from .schedule import DEFAULT_BOUNDS, HYPERPARAMETERS
 from .store import DEFAULT_STORE
@@ -90,6 +98,8 @@ class DataConfig:
     root: str | None = None
     batch_size: int = 128
     val_fraction: float = 0.05
+    val_batch_size: int = 1000
+    augment: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,13 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    methods: list[str] | None = None
+    seeds: list[int] | None = None
+    budget_runs: list[float] | None = None
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     uri: str = DEFAULT_STORE
     endpoint: str | None = None
@@ -157,6 +174,8 @@ class ExperimentConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     seed: int = 0
     checkpoint_every: int = 200
+    network_init: str = "default"
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     @property
     def learn(self) -> tuple[str, ...]:
@@ -196,6 +215,16 @@ class ExperimentConfig:
         from .outer_step import OuterStep
 
         return OuterStep(self.optimizer(), self.outer.replicas, self.outer.on_diverged)
+
+    def problem(self, dataset, device: str = "cpu"):
+        """The configured :class:`~fdshpo.problem.ClassificationProblem` over ``dataset``."""
+        from .problem import ClassificationProblem
+
+        d = self.data
+        return ClassificationProblem(dataset, self.network, batch_size=d.batch_size,
+                                     val_fraction=d.val_fraction, val_batch_size=d.val_batch_size,
+                                     seed=self.seed, device=device, augment=d.augment,
+                                     init=self.network_init)
 
 
 def _bound(value, default: float) -> float:
@@ -246,6 +275,10 @@ def _validate(data: Any) -> ExperimentConfig:
         raise UserError(f"network: unknown network {network!r}; allowed: {NETWORKS_ALLOWED}")
     seed = top.integer("seed", minimum=0)
     checkpoint_every = top.integer("checkpoint_every", minimum=0)
+    network_init = top.string("network_init")
+    if network_init not in INITS:
+        raise UserError(f"network_init: unknown initialisation {network_init!r}; allowed: "
+                        f"{', '.join(INITS)}")
 
     d = top.section("data", DataConfig)
     names = dataset_names()
@@ -255,7 +288,9 @@ def _validate(data: Any) -> ExperimentConfig:
     data_cfg = DataConfig(
         dataset=dataset, root=d.string("root"),
         batch_size=d.integer("batch_size", minimum=1),
-        val_fraction=d.number("val_fraction", low=0.0, high=1.0, open_interval=True))
+        val_fraction=d.number("val_fraction", low=0.0, high=1.0, open_interval=True),
+        val_batch_size=d.integer("val_batch_size", minimum=1),
+        augment=d.boolean("augment"))
 
     s = top.section("schedule", ScheduleConfig)
     horizon = s.integer("horizon", minimum=1)
@@ -332,12 +367,36 @@ def _validate(data: Any) -> ExperimentConfig:
         image=res.string("image"))
 
     config = ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
-                              store_cfg, resources_cfg, seed, checkpoint_every)
+                              store_cfg, resources_cfg, seed, checkpoint_every, network_init,
+                              _compare(top.section("compare", CompareConfig)))
     try:
         config.optimizer().check_schedule(config.initial_schedule())
     except ValueError as exc:
         raise UserError(f"outer.multiplicative: {exc} (schedule.bounds)") from None
     return config
+
+
+def _compare(c: Section) -> CompareConfig:
+    methods = c.get("methods")
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if methods is not None and (not isinstance(methods, list) or not methods or not all(
+            isinstance(m, str) and m for m in methods)):
+        raise UserError(f"compare.methods must be a list of method names, e.g. [fds, random, "
+                        f"linear, hyperband], got {methods!r}")
+    seeds = c.get("seeds")
+    if seeds is not None and (not isinstance(seeds, list) or not seeds or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise UserError(f"compare.seeds must be a list of distinct integers >= 0, e.g. "
+                        f"[0, 1, 2], got {seeds!r}")
+    runs = c.get("budget_runs")
+    if runs is not None and (not isinstance(runs, list) or not runs or not all(
+            isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n)
+            and n > 0 for n in runs)):
+        raise UserError(f"compare.budget_runs must be a list of positive numbers (budgets in "
+                        f"runs of the final job), e.g. [2, 4, 8, 16], got {runs!r}")
+    return CompareConfig(methods, seeds, None if runs is None else [float(n) for n in runs])
 
 
 def check_store_uri(uri: str, key: str) -> str:

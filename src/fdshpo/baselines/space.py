@@ -1,12 +1,14 @@
 """The search space every method shares, the result every method returns, and trial scoring.
 
 A :class:`SearchSpace` is FDS's own: the horizon T, the segment counts per hyperparameter (e.g.
-(7, 1, 1)), finite bounds, and the base shapes the segment values scale (e.g. a linear decay of
-the learning rate, :mod:`fdshpo.shapes`; default constant). Every method — FDS, greedy, random
-search, TPE, fixed shapes — searches it and returns a :class:`MethodResult`: the schedule it
-picked, its validation loss, the work it did (a :class:`~fdshpo.budget.Ledger`), and its
-incumbents (the schedule it would have returned at each point of its spend), so accuracy can be
-plotted against budget.
+(7, 1, 1)), finite bounds and the base shapes the segment values scale (e.g. a linear decay of
+the learning rate, :mod:`fdshpo.shapes`; default constant), plus the horizon T_f of the final
+training job. Methods search on T (which may be shorter than T_f) and their pick is stretched to
+T_f when it is retrained (:meth:`fdshpo.Schedule.stretched`); a multi-fidelity search trains at
+T_f itself. Every method (FDS, greedy, random search, TPE, fixed shapes, Hyperband) searches it
+and returns a :class:`MethodResult`: the schedule it picked, its validation loss, the work it did
+(a :class:`~fdshpo.budget.Ledger`), and its incumbents (the schedule it would have returned at
+each point of its spend), so accuracy can be plotted against budget.
 
 Trials are scored with :func:`evaluate_schedule`: train the problem's network (replica 0) on
 outer step 0's training split with the schedule, and take the mean cross-entropy on that step's
@@ -36,7 +38,8 @@ DIVERGED_LOSS = 1e6
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Horizon, segment counts and finite bounds shared by every method.
+    """Horizon, segment counts and finite bounds shared by every method, and the final horizon
+    (``final_steps``, default ``num_steps``).
 
     Raises ValueError for unknown names, a non-positive segment count or horizon, or a bound
     that is infinite or empty (random search and TPE need finite ranges).
@@ -46,10 +49,15 @@ class SearchSpace:
     segments: Mapping[str, int]
     bounds: Mapping[str, tuple[float, float]]
     shapes: Mapping[str, str] = field(default_factory=dict)
+    final_steps: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ValueError(f"the horizon must be a positive int, got {self.num_steps!r}")
+        final = self.num_steps if self.final_steps is None else self.final_steps
+        if not isinstance(final, int) or final < 1:
+            raise ValueError(f"the final horizon must be a positive int, got {final!r}")
+        object.__setattr__(self, "final_steps", final)
         check_names(list(self.segments), "segment")
         check_names(list(self.bounds), "bound")
         segments = {n: int(self.segments.get(n, 1)) for n in HYPERPARAMETERS}
@@ -88,7 +96,8 @@ class SearchSpace:
                    for n, v in schedule.values.items())
 
     def to_dict(self) -> dict:
-        return {"num_steps": self.num_steps, "segments": dict(self.segments),
+        return {"num_steps": self.num_steps, "final_steps": self.final_steps,
+                "segments": dict(self.segments),
                 "bounds": {n: list(b) for n, b in self.bounds.items()},
                 "shapes": dict(self.shapes)}
 
