@@ -4,6 +4,7 @@ bad queries, and read-only commands that never import torch."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -55,6 +56,21 @@ def _record(store, experiment, run_id, accuracy=None, status="complete", clock=N
 
 def _rows(store, **options):
     return list_runs(store, Query.from_options(**options)).rows
+
+
+def _uri(store) -> str:
+    """What a user passes as --store for ``store``."""
+    return str(store.root) if hasattr(store, "root") else store.uri
+
+
+def _tamper(store, key: str, data: bytes) -> None:
+    """Rewrite an object behind fdshpo's back, keeping its recorded sha256 (bit rot)."""
+    if hasattr(store, "root"):
+        (store.root / key).write_bytes(data)
+        return
+    recorded = store.checksum(key)
+    store._client.put_object(store.bucket, store._object(key), io.BytesIO(data), len(data),
+                             metadata={"sha256": recorded})
 
 
 def test_concurrent_finishes_keep_the_index_consistent(store, small_index):
@@ -127,17 +143,14 @@ def test_reindex_equals_the_incremental_index(store, small_index, capsys):
     # a store without its index (written before it): list says how to get it back
     for key in store.list("index/"):
         store.delete(key)
-    assert cli(["runs", "list", "--store", store.uri.removeprefix("file://")]
-               if store.uri.startswith("file://") else ["runs", "list", "--store", store.uri]
-               ) == 0
+    assert cli(["runs", "list", "--store", _uri(store)]) == 0
     out = capsys.readouterr().out
     assert "no runs in" in out and "`fdshpo runs reindex` once to list them" in out
     reindex(store)
     assert list_runs(store).rows == incremental.rows
 
 
-def test_filters_and_sorting(tmp_path, capsys):
-    store = open_store(tmp_path)
+def test_filters_and_sorting(store, capsys):
     at = {"t": 1_800_000_000.0}
     for i, (exp, acc, status) in enumerate([("a", 0.91, "complete"), ("a", 0.85, "complete"),
                                             ("b", 0.95, "complete"), ("b", None, "complete"),
@@ -159,7 +172,7 @@ def test_filters_and_sorting(tmp_path, capsys):
     assert ids(_rows(store, where=["started<2027-01-19T00:00"])) == ["r0", "r1", "r2"]
     listing = list_runs(store, Query.from_options(sort="-test_accuracy", limit=1))
     assert (listing.matched, listing.scanned) == (6, 6)
-    uri = str(tmp_path)
+    uri = _uri(store)
     assert cli(["runs", "list", "--store", uri, "--sort", "-test_accuracy", "--limit", "2",
                 "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -209,14 +222,13 @@ def test_bad_queries_say_what_to_change(tmp_path, capsys, args, message):
     assert capsys.readouterr().err == f"fdshpo: error: {message}\n"
 
 
-def test_damaged_entries_are_reported_skipped_and_repaired_by_reindex(tmp_path, small_index,
+def test_damaged_entries_are_reported_skipped_and_repaired_by_reindex(store, small_index,
                                                                        capsys):
-    store = open_store(tmp_path)
     for i in range(6):
         _record(store, "a", f"r{i}", accuracy=i / 10)
     good = list_runs(store).rows
     segment = next(k for k in store.list("index/a/segments/"))
-    (tmp_path / segment).write_text('{"entries": []}')  # bit rot: sha256 no longer matches
+    _tamper(store, segment, b'{"entries": []}')  # bit rot: sha256 no longer matches
     entry = good[0]
     # a well-formed entry that lies: it claims a run that has no record at all
     forged = dict(entry, run_id="ghost", record_sha256="0" * 64)
@@ -229,11 +241,11 @@ def test_damaged_entries_are_reported_skipped_and_repaired_by_reindex(tmp_path, 
                and "`fdshpo runs reindex` rebuilds it" in m for m in messages), messages
     assert any("r9.complete.json" in m and "its name should be" in m for m in messages)
     assert "ghost" in [r["run_id"] for r in listing.rows]
-    assert cli(["runs", "list", "--store", str(tmp_path), "--verify"]) == 0
+    assert cli(["runs", "list", "--store", _uri(store), "--verify"]) == 0
     captured = capsys.readouterr()
     assert "ghost" not in captured.out and "damaged index object skipped" in captured.err
     assert "experiments/a/runs/ghost: " in captured.err and "not listed" in captured.err
-    assert cli(["runs", "reindex", "--store", str(tmp_path)]) == 0
+    assert cli(["runs", "reindex", "--store", _uri(store)]) == 0
     assert "indexed 6 run(s) of 1 experiment(s)" in capsys.readouterr().out
     repaired = list_runs(store)
     assert repaired.problems == [] and repaired.rows == good
@@ -253,7 +265,7 @@ def test_a_damaged_latest_pointer_falls_back_to_the_index(tmp_path):
 def test_show_and_compare_resolve_runs_through_the_index(store, capsys):
     _record(store, "a", "20261130-aaaa", accuracy=0.5)
     _record(store, "b", "20261130-bbbb", accuracy=0.6)
-    uri = store.uri.removeprefix("file://")
+    uri = _uri(store)
     assert cli(["runs", "show", "--store", uri, "20261130-b"]) == 0
     assert "run b/20261130-bbbb: complete" in capsys.readouterr().out
     assert cli(["runs", "show", "--store", uri, "20261130"]) == 2
