@@ -321,3 +321,9 @@ def test_index_entries_are_written_after_what_they_claim(tmp_path):
     assert order.index(layout.config) < started
     assert max(i for i, k in enumerate(order) if k.startswith(layout.events)) < started
     assert order.index(layout.record) < complete < order.index("experiments/a/latest.json")
+
+
+def test_experiments_list_explains_an_unknown_best_key(tmp_path, capsys):
+    _record(open_store(tmp_path), "a", "r0", accuracy=0.5)
+    assert cli(["experiments", "list", "--store", str(tmp_path), "--best", "-acc"]) == 2
+    assert capsys.readouterr().err == f"fdshpo: error: unknown key 'acc' in --best; {KNOWN}\n"

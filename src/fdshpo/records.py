@@ -285,7 +285,16 @@ def experiments_overview(store: ArtifactStore, best: str = "-test_accuracy",
     def read():
         problems: list[Problem] = []
         stats: dict[str, dict] = {}
-        for row in unique_entries(store, query.experiment, problems):
+        metrics: set[str] = set()
+
+        def seen(entry: dict) -> None:
+            metrics.update(entry["metrics"])
+
+        def check() -> None:
+            if metrics:
+                check_keys((*query.keys, (name, "--best")), metrics)
+
+        for row in unique_entries(store, query.experiment, problems, seen, check):
             if not query.matches(row):
                 continue
             s = stats.setdefault(row["experiment"], {
