@@ -1,36 +1,54 @@
 #!/usr/bin/env bash
-# One prepared GPU session: CUDA correctness check, engine and WRN cost, and the quality benchmark.
+# One prepared GPU session (~10 minutes of an H200): a slice of the GPU quality benchmark,
+# configs/bench-gpu-fmnist-wrn.yaml (the paper's figure-4 protocol on full Fashion-MNIST).
 #
-# Runs on a machine with an NVIDIA GPU whose python3 already has torch, numpy and matplotlib but
-# no network. Carry, in the git-ignored folder .device/ of the checkout:
-#   .device/wheels/            optuna and its pure deps for that python:
+# The whole protocol is ~10 GPU-hours (a final job is 11,700 WRN-16-1 steps, ~94 s; 8 methods x
+# 3 seeds x 16 runs), so a session runs what fits: the comparison at QUALITY_ARGS (default: seed
+# 0, N = 2, FDS, linear, then hyperband: each ~2 final jobs of search + 1 of retraining) until
+# QUALITY_LIMIT_S; $OUT/quality-gpu/partial.jsonl keeps every finished (seed, method), and its
+# header line gives the measured plain step time. PREDICT=1 first runs `bench/quality.py
+# --predict` (each method at its smallest budget and one retrain: per-method wall/modelled
+# ratios and the predicted time of the whole protocol; ~7 minutes on an H200, so off by default).
+#
+# The GPU machine's python3 has torch, numpy and matplotlib but no network. Carry, in the
+# git-ignored folder .device/ of the checkout:
+#   .device/wheels/                 optuna and its pure deps (PyYAML included) for that python:
 #       pip download --only-binary=:all: --python-version 3.12 \
 #           --platform manylinux_2_28_x86_64 -d .device/wheels optuna
-#   .device/data/fashion-mnist/  the four *-ubyte.gz files of Debian's dataset-fashion-mnist
-# Writes everything under $OUT (default ./device-out). Each stage has its own time limit so
-# that a slow stage cannot starve the others; the quality stage streams partial results.
+#   .device/data/FashionMNIST/raw/  the four *-ubyte.gz files of Debian's dataset-fashion-mnist
+# To continue an earlier session's comparison, carry its partial.jsonl as
+# .device/quality-gpu/partial.jsonl.
+#
+# DRY_RUN=1 runs the same stages on this machine's CPU with the current python environment
+# (tests/test_bench_quality.py does, with a tiny config).
 set -uo pipefail
 OUT=${OUT:-device-out}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src:/tmp/fdshpo-deps"
-python3 -m pip install -q --no-deps --no-index --target /tmp/fdshpo-deps .device/wheels/*.whl \
-    2>&1 | tail -2
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+PYTHON=${PYTHON:-python3}
+CONFIG=${QUALITY_CONFIG:-configs/bench-gpu-fmnist-wrn.yaml}
+QUALITY_ARGS=${QUALITY_ARGS:---device cuda --seeds 0 --budget-runs 2 --methods fds,linear,hyperband}
+PREDICT_ARGS=${PREDICT_ARGS:---device cuda --seeds 0 1 2}
+mkdir -p "$OUT/quality-gpu"
+if [ -z "${DRY_RUN:-}" ]; then
+    export PYTHONPATH="$PWD/src:/tmp/fdshpo-deps"
+    export FDSHPO_DATA_ROOT="$PWD/.device/data"
+    "$PYTHON" -m pip install -q --no-deps --no-index --target /tmp/fdshpo-deps \
+        .device/wheels/*.whl 2>&1 | tail -2
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    "$PYTHON" -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
+fi
+if [ -f .device/quality-gpu/partial.jsonl ]; then
+    cp .device/quality-gpu/partial.jsonl "$OUT/quality-gpu/partial.jsonl"
+fi
 
-echo "== CUDA correctness: hypergradients on CUDA equal CPU (float64)"
-timeout 120 python3 -m pytest -q --noconftest -p no:cacheprovider tests/test_forward.py \
-    tests/test_models.py -k "cuda or wrn" 2>&1 | tail -5 | tee "$OUT/pytest-cuda.txt"
+if [ -n "${PREDICT:-}" ]; then
+    echo "== predicted wall time of the whole protocol (measured per method, this process)"
+    # shellcheck disable=SC2086  # the argument lists are word-split on purpose
+    timeout "${PREDICT_LIMIT_S:-480}" "$PYTHON" bench/quality.py "$CONFIG" --predict \
+        $PREDICT_ARGS 2>&1 | tee "$OUT/predict.txt"
+fi
 
-echo "== engine: LeNet-5 FDS step vs plain SGD step"
-timeout 150 python3 bench/engine.py --device cuda --memory-horizon 100 \
-    --out "$OUT/engine-cuda.json" 2>&1 | tee "$OUT/engine-cuda.txt"
-
-echo "== WRN-16-1 cost and memory"
-timeout 150 python3 bench/gpu.py --out "$OUT/gpu-wrn.json" 2>&1 | tee "$OUT/gpu-wrn.txt"
-
-echo "== quality: FDS vs baselines at equal budget (full Fashion-MNIST, LeNet)"
-timeout "${QUALITY_LIMIT_S:-240}" python3 bench/quality.py --device cuda \
-    --data-dir .device/data/fashion-mnist --max-minutes "${QUALITY_MINUTES:-3}" \
-    --out "$OUT/quality-cuda" 2>&1 | tail -40 | tee "$OUT/quality-cuda.txt"
+echo "== quality: a slice of the GPU benchmark ($QUALITY_ARGS)"
+# shellcheck disable=SC2086
+timeout "${QUALITY_LIMIT_S:-540}" "$PYTHON" bench/quality.py "$CONFIG" \
+    --out "$OUT/quality-gpu" $QUALITY_ARGS 2>&1 | tail -60 | tee "$OUT/quality-gpu.txt"
 echo "== done"

@@ -1,31 +1,26 @@
-"""Does FDS beat greedy, random search, TPE and tuned fixed schedules at equal budget?
+"""The quality benchmark: ``fdshpo compare`` on a recorded config, written up as a results file.
 
-    python bench/quality.py [--device cuda] [--data-dir DIR] [--epochs 3] [--batch-size 1024]
-                            [--seeds 0 1 2] [--max-minutes 4] [--out bench/results/quality-cuda]
-    python bench/quality.py --smoke --out /tmp/q   # bundled sample, MLP, 1 seed: seconds on CPU
+    python bench/quality.py CONFIG --out DIR [--record bench/results/NAME] [compare flags]
+    python bench/quality.py CONFIG --predict [compare flags]
 
-Full Fashion-MNIST (Debian ``dataset-fashion-mnist``: the idx files in ``--data-dir``, else
-wherever :func:`fdshpo.data.load_dataset` finds them), LeNet-5, a horizon of ``--epochs`` epochs
-of the training split (batch 1024 by default, so that several epochs, all methods and 3 seeds fit
-a few GPU minutes), FDS with (7, 1, 1) segments and large ranges (lr in [0, 1], momentum in
-[0, 0.99], weight decay in [0, 1e-2]) from 0 with outer step sizes a tenth of each range, 10 outer
-steps; every baseline gets FDS's planned spend in plain-step equivalents priced by a cost model
-measured at the start of this run (:mod:`fdshpo.budget`). Each seed's schedules are retrained
-from scratch on the full training set over the same horizon and scored on the test set.
+Runs ``fdshpo compare CONFIG --out DIR --no-store [flags]`` in this process (flags: --methods,
+--seeds, --budget-runs, --device; a rerun resumes from DIR/partial.jsonl), then writes
+DIR/quality.md: the command, machine, date and wall time, the config verbatim, the table per
+budget and the plots. ``--record bench/results/NAME`` also writes NAME.md, NAME-summary.json,
+NAME-accuracy.png and NAME-schedules.png (the recorded result; the full comparison.json, with
+every trial, stays in DIR).
 
-``--max-minutes``: the run's wall time is about methods x seeds x budget x plain-step time, all
-known after calibration; when that exceeds the limit the horizon is shortened (10% at a time)
-and the results say so. Writes ``comparison.{csv,md,json}``, two plots and
-``quality.md`` (command, machine, date, table) into ``--out``; ``partial.jsonl`` grows one line
-per finished (seed, method) so a run cut short still leaves its results.
+``--predict`` runs no comparison: it calibrates, runs each method once with its smallest budget
+(one trial, one FDS outer step, one full hyperband trial) and retrains one final job, and
+predicts the comparison's wall time from the wall/modelled ratios measured in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -34,16 +29,7 @@ from pathlib import Path
 
 import torch
 
-from fdshpo.baselines import METHODS, SearchSpace, evaluate_schedule
-from fdshpo.budget import calibrate
-from fdshpo.compare import compare, fds_planned_cost, to_markdown, write_outputs
-from fdshpo.data import load_dataset
-from fdshpo.problem import ClassificationProblem
-
-DATA_DIRS = ("/usr/share/datasets/fashion-mnist", "/tmp/fmnist/usr/share/datasets/fashion-mnist")
-BOUNDS = {"lr": (0.0, 1.0), "momentum": (0.0, 0.99), "weight_decay": (0.0, 1e-2)}
-SEGMENTS = {"lr": 7, "momentum": 1, "weight_decay": 1}
-STEP_SIZES = {"lr": 0.1, "momentum": 0.1, "weight_decay": 1e-3}  # a tenth of each range
+from fdshpo.cli import main as fdshpo_main
 
 
 def machine(device: str) -> str:
@@ -57,143 +43,127 @@ def machine(device: str) -> str:
         pass
     text = (f"{cpu}, {torch.get_num_threads()} torch threads, Python {platform.python_version()}"
             f", torch {torch.__version__}")
-    if device.startswith("cuda"):
+    if device != "cpu" and torch.cuda.is_available():
         text = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}); host {text}"
     return text
 
 
-def on_device(dataset, device: str):
-    """The dataset's tensors moved to ``device`` once (trials then copy nothing to the GPU)."""
-    return replace(dataset, **{k: getattr(dataset, k).to(device) for k in (
-        "train_images", "train_labels", "test_images", "test_labels")})
+def compare_flags(args: argparse.Namespace) -> list[str]:
+    flags = []
+    if args.methods:
+        flags += ["--methods", args.methods]
+    if args.seeds:
+        flags += ["--seeds", *map(str, args.seeds)]
+    if args.budget_runs:
+        flags += ["--budget-runs", *(f"{n:g}" for n in args.budget_runs)]
+    return flags + ["--device", args.device]
 
 
-def load(args) -> ClassificationProblem:
-    if args.smoke:
-        dataset = load_dataset("fashion-mnist-sample")
-        return ClassificationProblem(dataset, "mlp", batch_size=64, val_fraction=0.1,
-                                     device=args.device)
-    if args.dataset == "fashion-mnist":
-        path = args.data_dir or next((d for d in DATA_DIRS if Path(d).is_dir()), None)
-        dataset = load_dataset("fashion-mnist", path=path)
-    else:
-        dataset = load_dataset(args.dataset, path=args.data_dir)
-    return ClassificationProblem(on_device(dataset, args.device), args.network,
-                                 batch_size=args.batch_size, val_fraction=0.05,
-                                 val_batch_size=1000, device=args.device)
+def predict(args: argparse.Namespace) -> int:
+    """Measure each method's and a retrain's wall/modelled ratio; print the predicted time."""
+    from fdshpo.baselines import BUDGET_AWARE, get_method
+    from fdshpo.baselines.fds import initial_schedule
+    from fdshpo.baselines.minimum import minimum_budget
+    from fdshpo.commands.compare import build, request
+    from fdshpo.compare import calibrate_for, method_options
+    from fdshpo.config import load_config
+    from fdshpo.evaluate import retrain_and_test
+    from fdshpo.runtime import device_for, set_threads
+
+    config = load_config(args.config)
+    methods, seeds, runs = request(args, config)
+    set_threads(config)
+    device = device_for(config) if args.device == "auto" else args.device
+    problem, space, initial, options = build(config, device)
+    problem = replace(problem, seed=seeds[0])
+    cost_model = calibrate_for(problem, space, initial)
+    unit, sps = space.final_steps, cost_model.seconds_per_step
+    unit_s = unit * sps
+    opts = method_options(methods, initial, options)
+    started, cpu = time.perf_counter(), time.process_time()
+    retrain = retrain_and_test(problem, initial_schedule(space, initial), unit)
+    retrain_ratio = (time.perf_counter() - started) / unit_s
+    retrain_cpu = (time.process_time() - cpu) / unit_s
+    threads = torch.get_num_threads()
+    print(f"plain step {1e3 * sps:.3f} ms on {device} ({threads} threads); final job {unit} "
+          f"steps = {unit_s:.1f} s modelled; a retrain took {retrain_ratio:.2f}x that "
+          f"(test accuracy {100 * retrain.test_accuracy:.1f}%)")
+    wall = cpu_total = 0.0
+    for m in methods:
+        budget = minimum_budget(m, problem, space, cost_model, opts[m])[0]
+        cpu = time.process_time()
+        result = get_method(m)(problem, space, budget, cost_model, seed=seeds[0], **opts[m])
+        ratio = result.ledger.seconds / (result.cost * sps)
+        cpu_ratio = (time.process_time() - cpu) / (result.cost * sps)
+        spend = (sum(runs) if m in BUDGET_AWARE else max(runs)) * unit_s * len(seeds)
+        wall, cpu_total = wall + spend * ratio, cpu_total + spend * cpu_ratio
+        print(f"{m:>10}: wall/modelled {ratio:.2f} (CPU/modelled {cpu_ratio:.2f}) over "
+              f"{result.ledger.seconds:.1f} s; its searches: {spend * ratio / 60:.1f} min")
+    retrains = len(seeds) * len(methods) * len(runs) * unit_s
+    print(f"predicted: searches {wall / 60:.1f} min + retraining at most "
+          f"{retrains * retrain_ratio / 60:.1f} min (one per seed, method and budget; identical "
+          f"picks are retrained once) = at most {(wall + retrains * retrain_ratio) / 60:.1f} min")
+    if threads == 1 and device == "cpu":  # CPU time: the wall time on an otherwise idle core
+        print(f"from CPU time (an idle machine, 1 thread): searches {cpu_total / 60:.1f} min + "
+              f"retraining at most {retrains * retrain_cpu / 60:.1f} min")
+    return 0
 
 
-def trial_overhead(problem, horizon: int, cost_model) -> float:
-    """Wall time of one real trial over its modelled cost (>= 1): per-trial work the cost
-    model does not price (network init, data split, scoring), used only to predict run time."""
-    space = SearchSpace(horizon, SEGMENTS, BOUNDS)
-    _, ledger = evaluate_schedule(problem, space.constant(0.05, 0.5, 0.0))
-    return max(1.0, ledger.seconds / (ledger.cost(cost_model) * cost_model.seconds_per_step))
-
-
-def fit_horizon(problem, args, requested: int, cost_model, methods) -> tuple[int, str]:
-    """The longest horizon <= requested whose predicted wall time fits ``--max-minutes``."""
-    if not args.max_minutes:
-        return requested, ""
-    overhead = trial_overhead(problem, requested, cost_model)
-    trials = sum(m not in ("fds", "greedy") for m in methods)
-
-    def predicted(T):
-        space = SearchSpace(T, SEGMENTS, BOUNDS)
-        budget = fds_planned_cost(problem, space, cost_model, args.outer_steps,
-                                  step_sizes=STEP_SIZES)
-        retrains = len(methods) * (len(args.fractions) + 1) * T * overhead
-        work = (len(methods) - trials + trials * overhead) * budget + retrains
-        return work * len(args.seeds) * cost_model.seconds_per_step
-
-    limit = 60 * args.max_minutes
-    T = requested
-    while T > 7 and predicted(T) > limit:
-        T = max(7, int(T * 0.9))
-    note = (f"horizon shortened from {requested} to {T} steps to fit --max-minutes "
-            f"{args.max_minutes} (predicted {predicted(T) / 60:.1f} min; a trial's wall time is "
-            f"{overhead:.2f}x its modelled cost)") if T < requested else ""
-    return T, note
+def record(out: Path, args: argparse.Namespace, command: str, minutes: float) -> str:
+    """The results file's text: provenance, the config, the tables, the plots."""
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    config_text = Path(args.config).read_text()
+    return "\n".join([
+        f"# Quality benchmark: {Path(args.config).name}", "",
+        f"- command: `{command}`", f"- machine: {machine(args.device)}",
+        f"- date: {when}; wall time {minutes:.1f} min (resumed runs count only this process)",
+        f"- config ({args.config}):", "", "```yaml", config_text.rstrip(), "```", "",
+        (out / "comparison.md").read_text(),
+        "![accuracy vs budget](accuracy_vs_budget.png)", "", "![schedules](schedules.png)", ""])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--data-dir", help="folder with Fashion-MNIST's idx(.gz) files")
-    parser.add_argument("--dataset", default="fashion-mnist",
-                        help="a fdshpo.data name (default fashion-mnist)")
-    parser.add_argument("--network", default="lenet", help="default lenet")
-    parser.add_argument("--epochs", type=float, default=3.0)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--outer-steps", type=int, default=10)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5],
-                        help="budget fractions where incumbents are also scored")
-    parser.add_argument("--max-minutes", type=float, default=None)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--smoke", action="store_true", help="tiny CPU run (seconds)")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("config", help="e.g. configs/bench-cpu-fmnist-mlp.yaml")
+    parser.add_argument("--out", help="output folder (comparison files, partial.jsonl)")
+    parser.add_argument("--record", help="bench/results/NAME: also write the recorded result")
+    parser.add_argument("--predict", action="store_true",
+                        help="measure and print the predicted wall time; run nothing long")
+    parser.add_argument("--methods")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--budget-runs", type=float, nargs="+")
+    parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    if args.predict:
+        return predict(args)
+    if not args.out:
+        parser.error("--out is required unless --predict")
     started = time.perf_counter()
-    if args.smoke:
-        args.threads = args.threads or 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if args.smoke:
-        args.seeds, args.outer_steps, args.fractions = args.seeds[:1], 2, [0.5]
-    problem = load(args)
-    n_train = len(problem.dataset.train_images) - round(problem.val_fraction *
-                                                        len(problem.dataset.train_images))
-    per_epoch = n_train // problem.batch_size
-    requested = 14 if args.smoke else max(7, int(args.epochs * per_epoch))
-    seeded = replace(problem, seed=args.seeds[0])
-    cost_model = calibrate(seeded, SearchSpace(requested, SEGMENTS, BOUNDS).schedule(
-        {"lr": 0.05, "momentum": 0.5, "weight_decay": 0.0}), steps=3 if args.smoke else 10)
-    horizon, note = fit_horizon(problem, args, requested, cost_model, methods)
-    space = SearchSpace(horizon, SEGMENTS, BOUNDS)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    partial = (out / "partial.jsonl").open("w")
-    print(f"{problem.dataset.name}, {problem.network}, batch {problem.batch_size}, horizon "
-          f"{horizon} steps ({horizon / per_epoch:.2f} epochs), methods {methods}, seeds "
-          f"{args.seeds}; plain step {1e3 * cost_model.seconds_per_step:.2f} ms"
-          + (f"; {note}" if note else ""), flush=True)
-
-    def on_row(row):
-        print(f"seed {row.seed} {row.method:>8}: test acc {100 * row.test_accuracy:.2f}%, "
-              f"val loss {row.val_loss:.4f}, cost {row.cost:.0f}/{row.budget:.0f}, "
-              f"{row.seconds:.1f}s", flush=True)
-        partial.write(json.dumps(row.to_dict(), default=str) + "\n")
-        partial.flush()
-
-    options = {"fds": {"outer_steps": args.outer_steps, "step_sizes": STEP_SIZES},
-               "greedy": {"step_sizes": STEP_SIZES}}
-    comparison = compare(problem, space, methods, seeds=args.seeds, cost_model=cost_model,
-                         budget_fractions=args.fractions + [1.0], method_options=options,
-                         on_row=on_row)
-    partial.close()
-    write_outputs(comparison, out)
+    rc = fdshpo_main(["compare", args.config, "--out", str(out), "--no-store",
+                      *compare_flags(args)])
+    if rc:
+        return rc
     minutes = (time.perf_counter() - started) / 60
     command = "python bench/quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    report = [f"# Quality benchmark: FDS vs baselines at equal budget ({args.device})", "",
-              f"- command: `{command}`", f"- machine: {machine(args.device)}",
-              f"- date: {when}; wall time {minutes:.1f} min",
-              f"- problem: {problem.dataset.name}, {problem.network}, batch "
-              f"{problem.batch_size}, horizon {horizon} steps ({horizon / per_epoch:.2f} "
-              f"epochs), validation {problem.val_fraction:.0%} of train, retrain on the full "
-              f"training set over the same horizon, {len(args.seeds)} seeds",
-              f"- FDS: segments {SEGMENTS}, bounds {BOUNDS}, step sizes {STEP_SIZES}, "
-              f"{args.outer_steps} outer steps; the budget is its planned spend"]
-    if note:
-        report.append(f"- {note}")
-    report += ["", to_markdown(comparison), "![accuracy vs budget](accuracy_vs_budget.png)",
-               "![schedules](schedules.png)", ""]
-    (out / "quality.md").write_text("\n".join(report))
-    print("\n".join(report))
-    return 0 if all(math.isfinite(r.cost) for r in comparison.rows) else 1
+    text = record(out, args, command, minutes)
+    (out / "quality.md").write_text(text)
+    if args.record:
+        name = Path(args.record)
+        name.parent.mkdir(parents=True, exist_ok=True)
+        stem = name.name
+        name.with_suffix(".md").write_text(
+            text.replace("](accuracy_vs_budget.png)", f"]({stem}-accuracy.png)")
+                .replace("](schedules.png)", f"]({stem}-schedules.png)"))
+        data = json.loads((out / "comparison.json").read_text())
+        summary = {k: data[k] for k in ("space", "cost_model", "budget_runs", "settings",
+                                        "summary")}
+        name.parent.joinpath(f"{stem}-summary.json").write_text(json.dumps(
+            {"command": command, "machine": machine(args.device), **summary}, indent=1))
+        shutil.copy(out / "accuracy_vs_budget.png", name.parent / f"{stem}-accuracy.png")
+        shutil.copy(out / "schedules.png", name.parent / f"{stem}-schedules.png")
+    print(f"wrote {out / 'quality.md'}" + (f" and {args.record}.*" if args.record else ""))
+    return 0
 
 
 if __name__ == "__main__":

@@ -14,10 +14,45 @@ import torch
 
 from fdshpo.config import ExperimentConfig
 from fdshpo.data.sample import TensorDataset
+from fdshpo.runtime import device_for, set_threads
 
 
 def config_from_json(config_json: str) -> ExperimentConfig:
     return ExperimentConfig.from_dict(json.loads(config_json))
+
+
+def graph_settings(config: ExperimentConfig) -> dict:
+    """The config keys compiled into the pipeline's graph: the unrolled levels
+    (``outer.max_steps``), the replica list's default (``outer.replicas``) and every task's
+    resources. A run-time ``config_json`` must agree with the compiled graph on each."""
+    settings = {"outer.max_steps": config.outer.max_steps,
+                "outer.replicas": config.outer.replicas}
+    settings.update({f"resources.{k}": v for k, v in config.to_dict()["resources"].items()})
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def check_graph(config: ExperimentConfig, compiled_json: str, replicas: list) -> None:
+    """Refuse a run whose ``config_json`` or ``replicas`` parameter differs from what the
+    pipeline was compiled for (it would run with the compiled shape, silently).
+
+    Raises:
+        UserError: naming each differing key, compiled and given values.
+    """
+    from fdshpo.errors import UserError
+
+    compiled, given = json.loads(compiled_json), graph_settings(config)
+    problems = [f"{key} (compiled {compiled[key]!r}, given {given.get(key)!r})"
+                for key in sorted(compiled) if compiled[key] != given.get(key)]
+    expected = [str(r) for r in range(config.outer.replicas)]
+    if [str(r).removesuffix(".0") for r in replicas] != expected:
+        problems.append(f"the replicas parameter (given {list(replicas)!r}, outer.replicas "
+                        f"{config.outer.replicas} needs {expected!r})")
+    if problems:
+        raise UserError(
+            "this run's parameters do not match the compiled pipeline: " + "; ".join(problems)
+            + ". These settings shape the compiled graph (its levels, replicas and task "
+            "resources): compile or submit the pipeline from the config you want to run "
+            "(fdshpo compile/submit/schedule) instead of overriding config_json or replicas")
 
 
 def recorded_config(config: ExperimentConfig) -> dict:
@@ -45,26 +80,6 @@ def recorder(config: ExperimentConfig, run_id: str, owner: str | None = None):
                        checkpoint_every=config.checkpoint_every, owner=owner)
 
 
-def set_threads(config: ExperimentConfig) -> int:
-    """Intra-op threads for this component: ``FDSHPO_TORCH_THREADS`` when set (the local
-    runner sets it so parallel replicas do not oversubscribe the cores: measured 5x slower),
-    else the configured CPU count, else torch's default. Returns the count in use."""
-    import math
-    import os
-
-    wanted = os.environ.get("FDSHPO_TORCH_THREADS")
-    if not wanted and config.resources.cpu and not config.resources.cpu.endswith("m"):
-        wanted = str(max(1, math.floor(float(config.resources.cpu))))
-    if wanted:
-        torch.set_num_threads(max(1, int(wanted)))
-    return torch.get_num_threads()
-
-
-def device_for(config: ExperimentConfig) -> str:
-    """CUDA when the config asks for GPUs and one is visible, else the CPU."""
-    return "cuda" if config.resources.gpus > 0 and torch.cuda.is_available() else "cpu"
-
-
 def load_dataset(config: ExperimentConfig) -> TensorDataset:
     """The configured dataset from fdshpo.data's registry."""
     from fdshpo.data import load_dataset as load
@@ -87,9 +102,5 @@ def read_dataset(path: str | Path) -> TensorDataset:
 
 def problem_for(config: ExperimentConfig, dataset: TensorDataset):
     """The :class:`~fdshpo.problem.ClassificationProblem` the library's ``tune`` would use."""
-    from fdshpo.problem import ClassificationProblem
-
     set_threads(config)
-    return ClassificationProblem(dataset, config.network, batch_size=config.data.batch_size,
-                                 val_fraction=config.data.val_fraction, seed=config.seed,
-                                 device=device_for(config))
+    return config.problem(dataset, device_for(config))

@@ -65,17 +65,21 @@ def prepare_step(config, run_id: str, dataset_path: str, owner: str | None = Non
     return json.dumps(resume.to_dict()), metadata
 
 
-def prepare_component(config_json: str, run_id: str, job_id: str, dataset: Output[Dataset]
+def prepare_component(config_json: str, run_id: str, job_id: str, compiled_graph: str,
+                      replicas: list, dataset: Output[Dataset]
                       ) -> NamedTuple("PrepareOutputs", [("run_id", str), ("state", str)]):
     """KFP: prepare data and the initial state (run_id "": a new id; job_id keeps a new job
-    from ever being served this step from the cache)."""
+    from ever being served this step from the cache). ``compiled_graph`` is the compiled
+    graph's settings (a constant): a ``config_json`` or ``replicas`` that disagrees is refused
+    before anything runs."""
     from collections import namedtuple
 
-    from fdshpo.components.common import config_from_json
+    from fdshpo.components.common import check_graph, config_from_json
     from fdshpo.components.prepare import prepare_step
     from fdshpo.tracking import new_run_id
 
     config = config_from_json(config_json)
+    check_graph(config, compiled_graph, replicas)
     run_id = run_id or new_run_id()
     state, metadata = prepare_step(config, run_id, dataset.path, owner=f"kfp-job:{job_id}")
     dataset.metadata.update(metadata)

@@ -11,9 +11,11 @@ Level k (a nested pipeline, built bottom-up in Python)::
 The top pipeline: prepare -> level 0 -> retrain -> report, so retraining always gets the state
 of whichever level ran last. The config travels as one JSON string parameter (its default is
 the compiled config); ``replicas`` is a list parameter (["0" .. "R-1"]); the dataset is passed down
-from prepare as an artifact (dsl.OneOf is used for parameters only). Resources (GPUs,
-CPU/memory, node selector, tolerations, credentials Secret as env, retries) come from
-``config.resources``; a retune pipeline disables caching on every task.
+from prepare as an artifact (dsl.OneOf is used for parameters only). The graph is compiled for
+one config: prepare gets the compiled graph's settings (levels, replicas, task resources) as a
+constant and refuses a run whose ``config_json`` or ``replicas`` disagree, naming the keys.
+Resources (GPUs, CPU/memory, node selector, tolerations, credentials Secret as env, retries)
+come from ``config.resources``; a retune pipeline disables caching on every task.
 """
 
 
@@ -25,12 +27,14 @@ from pathlib import Path
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input
 
+from fdshpo.components.common import graph_settings
 from fdshpo.components.inner import inner_component
 from fdshpo.components.outer import carry_component, outer_component
 from fdshpo.components.prepare import prepare_component
 from fdshpo.components.report import report_component
 from fdshpo.components.retrain import retrain_component
-from fdshpo.config import SECRET_ENV, ExperimentConfig
+from fdshpo.config import ExperimentConfig
+from fdshpo.kube import SECRET_ENV
 
 PIPELINES = ("fds", "retune")
 
@@ -158,6 +162,7 @@ def build_pipeline(config: ExperimentConfig, retune: bool = False):
     for index in reversed(range(config.outer.max_steps)):
         first = _level(index, first, image, settings)
     config_default = json.dumps(config.to_dict(), sort_keys=True)
+    compiled_graph = json.dumps(graph_settings(config), sort_keys=True)
     replicas_default = [str(r) for r in range(config.outer.replicas)]
     name = "fdshpo-retune" if retune else "fdshpo-fds"
     description = (f"{'Retune (warm start) ' if retune else ''}FDS hyperparameter schedule "
@@ -167,7 +172,9 @@ def build_pipeline(config: ExperimentConfig, retune: bool = False):
     def pipeline(config_json: str = config_default, run_id: str = "",
                  replicas: list = replicas_default) -> str:
         prepare = settings.common(comps.prepare(config_json=config_json, run_id=run_id,
-                                                job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER))
+                                                job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                                compiled_graph=compiled_graph,
+                                                replicas=replicas))
         prepare.set_display_name("prepare")
         run = prepare.outputs["run_id"]
         levels = first(config_json=config_json, run_id=run, state=prepare.outputs["state"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -74,54 +75,122 @@ def _environment(**values: str):
 
 
 @contextlib.contextmanager
-def _plain_kfp_logs():
-    """kfp.local indents component output by swapping the global ``print``; with ParallelFor
-    threads the indentation piles up (megabytes of spaces). Keep prints as they are."""
+def _kfp_output(output: _TaskOutput):
+    """Route kfp.local's component output through ``output``, and keep prints as they are:
+    kfp.local indents component output by swapping the global ``print``, and with ParallelFor
+    threads the indentation piles up (megabytes of spaces)."""
     from kfp.local import logging_utils, subprocess_task_handler
 
-    original = logging_utils.indented_print
+    original_indent = logging_utils.indented_print
+    original_name = logging_utils.format_task_name
+
+    def format_task_name(task_name: str) -> str:
+        output.task_started(task_name)  # kfp names a task just before running it (same thread)
+        return original_name(task_name)
+
     logging_utils.indented_print = lambda num_spaces=4: contextlib.nullcontext()
-    if not os.environ.get("FDSHPO_KFP_VERBOSE"):
-        subprocess_task_handler.print = _ExecutorLogFilter()
+    logging_utils.format_task_name = format_task_name
+    subprocess_task_handler.print = output
     try:
         yield
     finally:
-        logging_utils.indented_print = original
+        logging_utils.indented_print = original_indent
+        logging_utils.format_task_name = original_name
         subprocess_task_handler.__dict__.pop("print", None)
 
 
-class _ExecutorLogFilter:
-    """A ``print`` for kfp.local's component output that drops the KFP executor's own
-    bookkeeping (the executor-input JSON dump, component loading, output-file lines: ~130 KB
-    for the demo) and keeps what the components print. ``FDSHPO_KFP_VERBOSE=1`` keeps it all."""
+class _TaskOutput:
+    """A ``print`` for kfp.local's component output. Every line goes to the run's log file,
+    tagged with its task. The console gets what the components print, without the KFP
+    executor's bookkeeping (the executor-input JSON dump, component loading, output-file lines:
+    ~130 KB for the demo) and without Python tracebacks (their last line, the error, stays);
+    ``FDSHPO_KFP_VERBOSE=1`` echoes everything. Each task's last error line is kept for the
+    failure report."""
 
     NOISE = ("Looking for component", "Loading KFP component", "Wrote executor output file")
 
-    def __init__(self) -> None:
+    def __init__(self, log_path: Path, verbose: bool) -> None:
+        self.log_path, self.verbose = log_path, verbose
+        self.errors: dict[str, str] = {}
+        self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
         self._state = threading.local()  # ParallelFor replicas print from several threads
+
+    def task_started(self, task: str) -> None:
+        self._state.task, self._state.in_dump, self._state.in_traceback = task, False, False
+
+    def close(self) -> None:
+        self._log.close()
 
     def __call__(self, *args, **kwargs) -> None:
         line = " ".join(str(a) for a in args)
-        if getattr(self._state, "in_dump", False):
-            self._state.in_dump = line.rstrip("\n") != "}"
-            return
+        task = getattr(self._state, "task", "")
+        with self._lock:
+            for part in line.rstrip("\n").split("\n"):
+                self._log.write(f"[{task}] {part}\n" if part.strip() else "")
+            self._log.flush()
+        if self.verbose:
+            print(*args, **kwargs)
+        elif self._shown(line.rstrip("\n"), task):
+            print(*args, **kwargs)
+
+    def _shown(self, line: str, task: str) -> bool:
+        state = self._state
+        if getattr(state, "in_dump", False):
+            state.in_dump = line != "}"
+            return False
         if line.startswith("[KFP Executor"):
             if "Got executor_input:" in line:
-                self._state.in_dump = True
-                return
-            if any(marker in line for marker in self.NOISE):
-                return
-        if not line.strip():
-            return
-        print(*args, **kwargs)
+                state.in_dump = True
+                return False
+            return not any(marker in line for marker in self.NOISE)
+        if line.startswith("Traceback (most recent call last)"):
+            state.in_traceback = True
+            return False
+        if getattr(state, "in_traceback", False):
+            if not line.strip() or line.startswith((" ", "\t", "During handling",
+                                                    "The above exception")):
+                return False
+            state.in_traceback = False
+            self.errors[task] = line.strip()  # the exception line that ends the traceback
+        return bool(line.strip())
+
+
+class TaskFailed(Exception):
+    """A pipeline task failed under kfp.local: which one, its error line and the run's log."""
+
+    def __init__(self, task: str, message: str, log_path: Path) -> None:
+        super().__init__(task, message, log_path)
+        self.task, self.message, self.log_path = task, message, log_path
+
+    def __str__(self) -> str:
+        return (f"pipeline task {self.task!r} failed: {self.message}\n"
+                f"  full log (every task's output, tracebacks included): {self.log_path}\n"
+                "  FDSHPO_KFP_VERBOSE=1 shows it all on the console")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _failed_task(error: str) -> str | None:
+    """The innermost failed task in kfp.local's failure message, or None."""
+    match = re.search(r"Inner task failed: '([^']+)'|Task '([^']+)' finished with status",
+                      _ANSI.sub("", error))
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,
-                  pipeline_root: str | None = None) -> RunSummary:
+                  pipeline_root: str | None = None, arguments: dict | None = None
+                  ) -> RunSummary:
     """Run the compiled pipeline with ``kfp.local.SubprocessRunner(use_venv=False)``.
 
-    Component artifacts go to ``pipeline_root`` (default: a temporary folder, removed after
-    the run); the run's record goes to the config's store.
+    Component artifacts and the run's log (``fdshpo-run.log``) go to ``pipeline_root``
+    (default: a temporary folder, removed after a successful run, kept after a failure); the
+    run's record goes to the config's store. ``arguments`` overrides pipeline parameters, as a
+    user could on a cluster.
+
+    Raises:
+        TaskFailed: a task failed (its name, error line and the log's path).
     """
     from kfp import local
 
@@ -130,19 +199,31 @@ def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,
     pipeline = build_pipeline(config, retune=retune)
     threads = local_threads(config)
     root = pipeline_root or tempfile.mkdtemp(prefix="fdshpo-kfp-")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    output = _TaskOutput(Path(root) / "fdshpo-run.log",
+                         verbose=bool(os.environ.get("FDSHPO_KFP_VERBOSE")))
     started = time.perf_counter()
+    failed = False
     try:
         local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root,
                    raise_on_error=True)
-        with (_plain_kfp_logs(), _environment(FDSHPO_TORCH_THREADS=str(threads)),
+        with (_kfp_output(output), _environment(FDSHPO_TORCH_THREADS=str(threads)),
               warnings.catch_warnings()):
             # resources, retries and display names only matter on a cluster
             warnings.filterwarnings("ignore", message=".*no effect in the current local runner")
             # the image is this environment's: SubprocessRunner runs the same installed code
             warnings.filterwarnings("ignore", message=".*non-Python base image")
-            pipeline(run_id=run_id)
+            pipeline(run_id=run_id, **(arguments or {}))
+    except RuntimeError as exc:
+        task = _failed_task(str(exc))
+        if task is None:
+            raise
+        failed = True
+        message = output.errors.get(task) or "it printed no error; see the log"
+        raise TaskFailed(task, message, output.log_path) from exc
     finally:
-        if pipeline_root is None:
+        output.close()
+        if pipeline_root is None and not failed:
             shutil.rmtree(root, ignore_errors=True)
     return summarise(config, run_id, time.perf_counter() - started)
 

@@ -7,6 +7,7 @@ trajectory is written out from the equations with ordinary tensors and ``torch.a
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -20,11 +21,17 @@ def batch_statistics_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
+#: Base shapes written out again from their equations (not fdshpo.shapes): factor(t, T).
+SHAPE_FACTORS = {"constant": lambda t, T: 1.0, "linear": lambda t, T: 1.0 - t / T,
+                 "cosine": lambda t, T: (1.0 + math.cos(math.pi * t / T)) / 2.0}
+
+
 def unrolled_reverse_hypergradient(model, loss_fn, batches, val_batches, schedule, learn):
     """(val_loss, {name: d val_loss / d segment values}) by backprop through the whole run.
 
     v_{t+1} = mu v_t + g_t + omega theta_t ; theta_{t+1} = theta_t - eta v_{t+1}, with
-    (eta, mu, omega) = values[k(t)], k(t) = floor(t n / T), all kept in the autograd graph.
+    (eta, mu, omega) = values[k(t)] * shape factor(t), k(t) = floor(t n / T), all kept in the
+    autograd graph.
     """
     net = batch_statistics_copy(model)
     values = {n: v.detach().clone().to(next(model.parameters()).dtype).requires_grad_(n in learn)
@@ -35,7 +42,8 @@ def unrolled_reverse_hypergradient(model, loss_fn, batches, val_batches, schedul
     velocity = [torch.zeros_like(p) for p in theta]
     T = schedule.num_steps
     for t, (x, y) in enumerate(batches):
-        hp = {n: v[t * v.numel() // T] for n, v in values.items()}
+        hp = {n: v[t * v.numel() // T] * SHAPE_FACTORS[schedule.shapes[n]](t, T)
+              for n, v in values.items()}
         loss = loss_fn(functional_call(net, dict(zip(names, theta)), (x,)), y)
         grads = torch.autograd.grad(loss, theta, create_graph=True)
         velocity = [hp["momentum"] * v + g + hp["weight_decay"] * p

@@ -107,6 +107,40 @@ def test_schedule_creates_an_uncached_recurring_retune(kfp_api, capsys):
     assert "fdshpo-retune" in spec and '"enableCache": true' not in spec
 
 
+def compiled_for(pipeline_spec: dict) -> tuple[int, dict, list]:
+    """(outer-step levels, the prepare task's compiled graph settings, the replicas default)
+    of a pipeline spec as the KFP API received it."""
+    components = pipeline_spec["components"]
+    levels = sum(1 for name in components if name.startswith("comp-outer-step-"))
+    prepare = pipeline_spec["root"]["dag"]["tasks"]["prepare-component"]
+    compiled = prepare["inputs"]["parameters"]["compiled_graph"]["runtimeValue"]["constant"]
+    replicas = pipeline_spec["root"]["inputDefinitions"]["parameters"]["replicas"]
+    return levels, json.loads(compiled), replicas["defaultValue"]
+
+
+@pytest.mark.parametrize("command", ["submit", "schedule"])
+def test_submitted_graph_is_the_configs_and_runs_without_overrides(kfp_api, tmp_path, command):
+    """submit and schedule compile the config they are given: the graph's levels, replicas
+    and resources are that config's, and no run-time parameter overrides them."""
+    from fdshpo.components.common import graph_settings
+    from fdshpo.config import load_config
+
+    data = yaml.safe_load(Path(DEMO).read_text())
+    data["outer"].update(max_steps=3, replicas=2)
+    data["resources"] = {"cpu": "2", "retries": 1}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    extra = ["--cron", "0 3 * * *"] if command == "schedule" else []
+    assert main([command, str(path), "--host", kfp_api.host, *extra]) == 0
+    [body] = kfp_api.posted("/apis/v2beta1/recurringruns" if command == "schedule"
+                            else "/apis/v2beta1/runs")
+    levels, compiled, replicas = compiled_for(body["pipeline_spec"])
+    assert (levels, replicas) == (3, ["0", "1"])
+    assert compiled == graph_settings(load_config(path))
+    assert compiled["resources.cpu"] == "2" and compiled["outer.max_steps"] == 3
+    assert body["runtime_config"]["parameters"] == {}, "no override of the compiled config"
+
+
 def test_schedule_refuses_a_bad_cron(kfp_api, capsys):
     assert main(["schedule", DEMO, "--host", kfp_api.host, "--cron", "every day"]) == 2
     assert "--cron 'every day' is not a cron expression; give five fields" in \
@@ -170,6 +204,15 @@ BAD = [
      "schedule.bounds.lr is impossible: lower 1.0 is not below upper 0.0"),
     ({"schedule": {"horizon": "long"}}, "schedule.horizon must be an integer, got 'long'"),
     ({"network": None}, "missing required key 'network'"),
+    ({"store": {"uri": "gs://bucket/x"}}, "store.uri: unsupported store URI 'gs://bucket/x'"),
+    ({"store": {"uri": "s3://My_Bucket/x"}}, "store.uri: invalid bucket name 'My_Bucket'"),
+    ({"store": {"uri": "s3://fdshpo", "endpoint": "minio:port"}},
+     "store.endpoint: S3 endpoint 'minio:port' must be scheme://host[:port] only"),
+    ({"store": {"uri": "s3://fdshpo", "endpoint": "ftp://minio:9000"}},
+     "store.endpoint: S3 endpoint 'ftp://minio:9000' is not an http(s) URL"),
+    ({"store": {"uri": "s3://fdshpo", "endpoint": "http://admin:SECRET-42@minio:9000"}},
+     "store.endpoint: S3 endpoint 'http://***@minio:9000' carries user info: put no keys in "
+     "the URL; give them in AWS_ACCESS_KEY_ID"),
 ]
 
 
@@ -189,7 +232,28 @@ def test_bad_configs_exit_2_with_the_message(tmp_path, capsys, command, changes,
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("fdshpo: error: ") and message in err
+    assert "Traceback" not in err and "SECRET-42" not in err
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_a_bad_store_override_exits_2(tmp_path, capsys):
+    assert main(["compile", DEMO, "--store", "s3://user:SECRET-7@fdshpo", "-o",
+                 str(tmp_path / "p.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "--store: store URI 's3://***@fdshpo' carries user info" in err
+    assert "SECRET-7" not in err and not (tmp_path / "p.yaml").exists()
+
+
+def test_config_paths_that_are_not_config_files(tmp_path, capsys):
+    assert main(["compile", str(tmp_path), "-o", "x.yaml"]) == 2
+    assert f"config file '{tmp_path}' is a directory; give the path of a YAML experiment " \
+           "config" in capsys.readouterr().err
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["compile", str(binary), "-o", "x.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert f"config file '{binary}' is not a text file (it is not UTF-8)" in err
+    assert "codec" not in err
 
 
 def test_missing_config_file(capsys):

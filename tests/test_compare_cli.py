@@ -1,7 +1,9 @@
-"""`fdshpo compare CONFIG`: a tiny real run writes the table and plots locally and to the store;
-bad configs fail with a message that says what to change."""
+"""`fdshpo compare CONFIG`: a tiny real run writes the tables and plots locally and to the store
+and resumes from its journal; bad configs and flags fail with a message that says what to
+change."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -11,40 +13,53 @@ from fdshpo.cli import main
 CONFIG = """\
 experiment: tiny
 seed: 0
-data: {dataset: fashion-mnist-sample, batch_size: 32, val_fraction: 0.1}
+data: {dataset: fashion-mnist-sample, batch_size: 32, val_fraction: 0.1, val_batch_size: 200}
 network: mlp
+network_init: xavier
 schedule:
   horizon: 10
   segments: {lr: 2, momentum: 1, weight_decay: 1}
-  initial: {lr: 0.0, momentum: 0.0, weight_decay: 0.0}
+  initial: {lr: 0.05, momentum: 0.5, weight_decay: 0.0}
   bounds: BOUNDS
-outer: {max_steps: 2}
+outer: {max_steps: 20}
+retrain: {horizon: 40}
+compare: COMPARE
 store: {uri: STORE}
 """
 GOOD_BOUNDS = "{lr: [0.0, 1.0], momentum: [0.0, 0.99], weight_decay: [0.0, 0.01]}"
+GOOD_COMPARE = "{methods: [fds, random, linear], seeds: [0], budget_runs: [2, 4]}"
 
 
-def write_config(tmp_path, bounds=GOOD_BOUNDS):
+def write_config(tmp_path, bounds=GOOD_BOUNDS, compare=GOOD_COMPARE):
     path = tmp_path / "tiny.yaml"
-    path.write_text(CONFIG.replace("BOUNDS", bounds).replace("STORE", str(tmp_path / "store")))
+    path.write_text(CONFIG.replace("BOUNDS", bounds).replace("COMPARE", compare)
+                    .replace("STORE", str(tmp_path / "store")))
     return path
 
 
-def test_compare_command_writes_table_plots_and_store(tmp_path, capsys):
+def test_compare_command_writes_tables_plots_and_store_and_resumes(tmp_path, capsys):
     torch.set_num_threads(1)
     config = write_config(tmp_path)
-    rc = main(["compare", str(config), "--methods", "fds,random,linear", "--fractions", "0.5",
-               "--out", str(tmp_path / "out"), "--name", "c1"])
-    assert rc == 0
+    out = tmp_path / "out"
+    assert main(["compare", str(config), "--out", str(out), "--name", "c1"]) == 0
     printed = capsys.readouterr().out
+    assert "Budget: 2 final-job runs (80 plain-step equivalents)" in printed
     assert "| fds |" in printed and "| linear |" in printed
-    rows = list(csv.DictReader((tmp_path / "out" / "comparison.csv").open()))
-    assert [r["method"] for r in rows] == ["fds", "random", "linear"]
-    budgets = {float(r["budget"]) for r in rows}
-    assert len(budgets) == 1  # every method got FDS's planned spend
-    assert all(float(r["cost"]) <= float(r["budget"]) for r in rows)
+    rows = list(csv.DictReader((out / "comparison.csv").open()))
+    assert [(r["method"], r["budget_runs"]) for r in rows] == [
+        (m, n) for m in ("fds", "random", "linear") for n in ("2.0", "4.0")]
+    assert all(float(r["cost"]) <= float(r["budget"]) == 40 * float(r["budget_runs"])
+               for r in rows)
+    data = json.loads((out / "comparison.json").read_text())
+    assert {s["method"] for s in data["summary"]} == {"fds", "random", "linear"}
+    assert all("test_accuracy_mean" in s and s["budget_runs"] in (2, 4) for s in data["summary"])
+    assert data["settings"]["init"] == "xavier" and data["settings"]["val_batch_size"] == 200
     stored = tmp_path / "store" / "experiments" / "tiny" / "comparisons" / "c1"
     assert (stored / "comparison.md").exists() and (stored / "schedules.png").exists()
+    # a rerun finds every (seed, method) in the journal and runs nothing again
+    assert main(["compare", str(config), "--out", str(out), "--no-store"]) == 0
+    assert "resuming: 3 finished, 0 to run" in capsys.readouterr().out
+    assert json.loads((out / "comparison.json").read_text())["summary"] == data["summary"]
 
 
 def test_compare_command_needs_finite_bounds(tmp_path, capsys):
@@ -55,15 +70,25 @@ def test_compare_command_needs_finite_bounds(tmp_path, capsys):
     assert "schedule.bounds" in err and "compare needs finite bounds" in err
 
 
-def test_compare_command_rejects_unknown_method(tmp_path, capsys):
-    config = write_config(tmp_path)
-    assert main(["compare", str(config), "--methods", "fds,smac", "--no-store"]) == 2
-    assert "unknown method 'smac'" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("budget", ["1"])
-def test_compare_command_budget_too_small(tmp_path, capsys, budget):
-    config = write_config(tmp_path)
-    assert main(["compare", str(config), "--methods", "random", "--budget", budget,
-                 "--no-store"]) == 2
-    assert "raise the budget" in capsys.readouterr().err
+@pytest.mark.parametrize("flags,compare,message", [
+    (["--methods", "fds,smac"], GOOD_COMPARE,
+     "--methods: unknown method 'smac'; known methods are ["),
+    ([], "{methods: [bohb]}", "compare.methods: unknown method 'bohb'; known methods are ["),
+    (["--budget-runs", "0"], GOOD_COMPARE,
+     "--budget-runs: budget runs must be positive numbers of final-job runs (e.g. 2 4 8 16), "
+     "got [0.0]"),
+    (["--budget-runs", "0.05"], GOOD_COMPARE, "cannot pay for one FDS outer step of 'fds'"),
+    ([], "{budget_runs: [2, 0]}", "compare.budget_runs must be a list of positive numbers"),
+    ([], "{seeds: [1, 1]}", "compare.seeds must be a list of distinct integers >= 0"),
+    ([], "{method: [fds]}", "unknown key(s) ['method'] in 'compare'"),
+])
+def test_compare_command_bad_input_says_what_to_change(tmp_path, capsys, flags, compare,
+                                                       message):
+    config = write_config(tmp_path, compare=compare)
+    assert main(["compare", str(config), "--no-store", "--out", str(tmp_path / "o"),
+                 *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    if "minimum" in err:  # the smallest budget is named, in runs of the final job
+        assert "; the minimum is " in err and " runs" in err
+    assert not (tmp_path / "o" / "comparison.json").exists()

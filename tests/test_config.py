@@ -6,9 +6,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fdshpo.config import ExperimentConfig, load_config
+from fdshpo.config import (
+    DataConfig,
+    ExperimentConfig,
+    OuterConfig,
+    ResourcesConfig,
+    RetrainConfig,
+    ScheduleConfig,
+    StoreConfig,
+    load_config,
+)
 from fdshpo.errors import UserError
-from fdshpo.schedule import Schedule
+from fdshpo.outer import SignOptimizer
+from fdshpo.schedule import DEFAULT_BOUNDS, Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -44,9 +54,54 @@ def write(tmp_path, data) -> Path:
 
 def test_defaults_fill_a_minimal_config(tmp_path):
     config = load_config(write(tmp_path, minimal()))
-    assert config.schedule.segments == {"lr": 1, "momentum": 1, "weight_decay": 1}
+    assert config.schedule.segments == {"lr": 7, "momentum": 1, "weight_decay": 1}  # the paper's
     assert config.outer.replicas == 1 and config.store.uri == "./fdshpo-store"
     assert config.checkpoint_every == 200
+    assert config.network_init == "default"
+    assert (config.data.val_batch_size, config.data.augment) == (1000, False)
+    assert config.compare.methods is None and config.compare.budget_runs is None
+
+
+def test_the_problem_follows_every_setting_the_benchmarks_use(tmp_path):
+    from fdshpo.data.sample import load_fashion_mnist_sample
+
+    data = minimal()
+    data["network_init"] = "xavier"
+    data["data"].update(batch_size=64, val_fraction=0.2, val_batch_size=250, augment=True)
+    data["compare"] = {"methods": "fds, linear", "seeds": [3, 4], "budget_runs": [2, 8]}
+    config = load_config(write(tmp_path, data))
+    assert (config.compare.methods, config.compare.seeds, config.compare.budget_runs) == (
+        ["fds", "linear"], [3, 4], [2.0, 8.0])
+    problem = config.problem(load_fashion_mnist_sample(), "cpu")
+    assert (problem.init, problem.augment, problem.val_batch_size) == ("xavier", True, 250)
+    assert (problem.batch_size, problem.val_fraction, problem.network) == (64, 0.2, "mlp")
+    task = problem(0, 0, 3)
+    assert [len(x) for x, _ in task.val_batches] == [250, 250, 250, 250]  # 1000 held out
+    assert ExperimentConfig.from_dict(config.to_dict()) == config
+
+
+def test_every_default_comes_from_the_dataclasses(tmp_path):
+    """The loader writes no default of its own: a minimal config equals the dataclasses'
+    defaults, and the configured optimiser equals the library's default one."""
+    config = load_config(write(tmp_path, minimal()))
+    assert config == ExperimentConfig("x", "mlp", DataConfig("fashion-mnist-sample"),
+                                      ScheduleConfig(horizon=20))
+    assert (config.outer, config.retrain, config.store, config.resources) == (
+        OuterConfig(), RetrainConfig(), StoreConfig(), ResourcesConfig())
+    library = SignOptimizer()
+    ours = config.optimizer()
+    assert (ours.step_sizes, ours.decay, ours.tol) == (library.step_sizes, library.decay,
+                                                       library.tol)
+    assert config.initial_schedule().bounds == DEFAULT_BOUNDS
+
+
+def test_names_left_out_of_segments_take_the_default(tmp_path):
+    data = minimal()
+    data["schedule"]["segments"] = {"lr": 5}
+    data["outer"] = {"step_sizes": {"lr": 0.2}}
+    config = load_config(write(tmp_path, data))
+    assert config.schedule.segments == {"lr": 5, "momentum": 1, "weight_decay": 1}
+    assert config.learn == ("lr",) and config.outer.step_sizes == {"lr": 0.2}
 
 
 def edit(path: str, value):
@@ -95,6 +150,16 @@ BAD = [
     ("resources.tolerations", [{"key": "k", "effect": "Sometimes"}],
      "resources.tolerations[0].effect must be NoSchedule, PreferNoSchedule or NoExecute"),
     ("experiment", "my experiment", "experiment must be 1-63 letters, digits"),
+    ("network_init", "he", "network_init: unknown initialisation 'he'; allowed: default, xavier"),
+    ("data.val_batch_size", 0, "data.val_batch_size must be >= 1, got 0"),
+    ("data.augment", "crop", "data.augment must be true or false, got 'crop'"),
+    ("compare.methods", [], "compare.methods must be a list of method names"),
+    ("compare.seeds", [0, -1], "compare.seeds must be a list of distinct integers >= 0"),
+    ("compare.budget_runs", [4, 0], "compare.budget_runs must be a list of positive numbers "
+                                    "(budgets in runs of the final job)"),
+    ("compare.budget", [4], "unknown key(s) ['budget'] in 'compare'; allowed keys: methods"),
+
+
     ("outer.select", "first", "outer.select must be one of ['best', 'last'], got 'first'"),
     ("outer.on_diverged", "skip",
      "outer.on_diverged must be one of ['lower_lr', 'raise'], got 'skip'"),
@@ -102,6 +167,7 @@ BAD = [
                                       "names from ['lr', 'momentum', 'weight_decay']"),
     ("outer.multiplicative", ["lr"], "outer.multiplicative: lr takes multiplicative steps, which "
                                      "never reach 0: give it a positive lower bound"),
+    ("schedule.shapes", {"lr": "exp"}, "schedule.shapes maps hyperparameter names"),
     ("retrain.on_diverged", "retry",
      "retrain.on_diverged must be one of ['report', 'halve_lr'], got 'retry'"),
 ]

@@ -209,3 +209,20 @@ def test_make_image_without_docker_engine_says_so():
     proc = _make("image", "DOCKER=/nonexistent/docker")
     assert proc.returncode != 0
     assert "make image: no Docker engine reachable here" in proc.stderr
+
+
+def test_minio_dockerfile_lints_and_builds_the_pinned_release_as_non_root():
+    """The in-cluster store's MinIO is built from source (MinIO ships no images since October
+    2025): hadolint-clean, a build and a runtime stage, pinned bases, a pinned release, not
+    root. The release agrees with the kustomization (tests/test_k8s.py)."""
+    path = ROOT / "docker" / "minio.Dockerfile"
+    proc = subprocess.run([hadolint(), str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ins = instructions(path.read_text())
+    froms = [a for i, a in ins if i == "FROM"]
+    assert len(froms) == 2 and " AS build" in froms[0]
+    assert all(":" in f.split()[0] and ":latest" not in f for f in froms)
+    assert re.search(r"^ARG MINIO_RELEASE=RELEASE\.\d{4}-", path.read_text(), re.M)
+    final = ins[max(k for k, (i, _) in enumerate(ins) if i == "FROM"):]
+    assert [a for i, a in final if i == "USER"][-1:] == ["1000"]
+    assert ("COPY", "--from=build /out/minio /usr/bin/minio") in final

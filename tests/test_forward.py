@@ -43,6 +43,25 @@ def test_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind, learn,
     _assert_rel_close(result.grads, ref, 1e-8)
 
 
+SHAPED = Schedule(T, {"lr": [0.2, 0.3, 0.1], "momentum": [0.9, 0.6],
+                     "weight_decay": [1e-2, 3e-3]},
+                  shapes={"lr": "linear", "momentum": "cosine", "weight_decay": "linear"})
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv_bn"])
+def test_shaped_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind):
+    # h_t = lambda_k(t) * shape(t / T): the segment values scale a base shape
+    model, train, val = _case(kind)
+    result = hypergradient(model, LOSS, train, val, SHAPED)
+    ref_loss, ref = unrolled_reverse_hypergradient(model, LOSS, train, val, SHAPED,
+                                                   fdshpo.HYPERPARAMETERS)
+    assert result.val_loss == pytest.approx(ref_loss, rel=1e-12)
+    _assert_rel_close(result.grads, ref, 1e-8)
+    reference = dict(sgd_reference_trajectory(model, LOSS, train, SHAPED).named_parameters())
+    for name, value in result.params.items():
+        torch.testing.assert_close(value, reference[name], rtol=1e-11, atol=1e-13)
+
+
 def test_hypergradients_agree_with_central_finite_differences():
     model, train, val = _case("conv_bn")
     result = hypergradient(model, LOSS, train, val, SCHEDULE)

@@ -258,7 +258,8 @@ def test_a_damaged_latest_pointer_falls_back_to_the_index(tmp_path):
     _record(store, "a", "r0", accuracy=0.5, clock=lambda: 1_800_000_000.0)
     _record(store, "a", "r1", accuracy=0.6, clock=lambda: 1_800_000_100.0)
     (tmp_path / "experiments/a/latest.json").write_text("{}")
-    with pytest.warns(UserWarning, match="using the newest complete run in the index"):
+    with pytest.warns(UserWarning, match="latest.json is damaged .* newest complete run record "
+                                         "in the index"):
         assert latest_finished(store, "a") == ("r1", _schedule(0.1))
 
 

@@ -21,7 +21,10 @@ from fdshpo.image import IMAGE_REPOSITORY, component_image
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
 BROKEN = ROOT / "tests" / "fixtures" / "broken" / "k8s"
-KUSTOMIZATIONS = ("base", "overlays/dev", "overlays/gpu", "kfp-launcher")
+KUSTOMIZATIONS = ("namespace", "store-volume", "base", "overlays/dev", "overlays/gpu",
+                  "kfp-launcher")
+#: the release that fixes CVE-2025-62506 (and every MinIO image must be at least that)
+MINIO_FIXED = "RELEASE.2025-10-15T17-29-55Z"
 # The oldest Kubernetes the manifests promise (CronJob timeZone, restricted PSS labels) and the
 # newest whose schemas kubernetes-validate bundles.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
@@ -287,6 +290,8 @@ def test_every_secret_and_configmap_reference_resolves(rendered, name):
             for vol in spec.get("volumes") or []:
                 if "configMap" in vol:
                     assert ("ConfigMap", ns, vol["configMap"]["name"]) in data
+                if "secret" in vol:
+                    assert ("Secret", ns, vol["secret"]["secretName"]) in data
 
 
 def test_cronjob_submits_the_retune_pipeline(rendered):
@@ -298,6 +303,10 @@ def test_cronjob_submits_the_retune_pipeline(rendered):
     assert args[:2] == ["submit", "/etc/fdshpo/retune.yaml"]
     assert args[args.index("--pipeline") + 1] == "retune"
     assert "--host" in args and "--experiment" in args
+    # multi-user Kubeflow needs the profile namespace; the ConfigMap says which
+    assert args[args.index("--namespace") + 1] == "$(KFP_NAMESPACE)"
+    store = next(d for d in rendered["overlays/dev"] if d["metadata"]["name"] == "fdshpo-store")
+    assert store["data"]["KFP_NAMESPACE"] == "kubeflow"
     mounts = {m["mountPath"]: m["name"] for m in _container(cronjob)["volumeMounts"]}
     volumes = {v["name"]: v for v in _pod(cronjob)["volumes"]}
     config = volumes[mounts["/etc/fdshpo"]]["configMap"]["name"]
@@ -309,35 +318,131 @@ def test_cronjob_submits_the_retune_pipeline(rendered):
 
 def test_bucket_init_job_initialises_the_configured_store(rendered):
     job = next(d for d in rendered["overlays/dev"] if d["metadata"]["name"] == "fdshpo-bucket-init")
-    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == [
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
         "store", "init", "$(FDSHPO_STORE)"]
+    job = next(d for d in rendered["overlays/gpu"] if d["metadata"]["name"] == "fdshpo-bucket-init")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "store", "init", "$(FDSHPO_STORE)"]  # an external store: no MinIO user to create
 
 
-def test_rbac_is_least_privilege(rendered):
+def test_rbac_is_what_submit_uses(rendered):
+    """`fdshpo submit` lists experiments (to find one by name), creates it when missing and
+    creates the run: nothing else, no cluster-wide role."""
     for docs in rendered.values():
         assert not [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-        for role in (d for d in docs if d["kind"] == "Role"):
-            for rule in role["rules"]:
-                assert rule["apiGroups"] == ["pipelines.kubeflow.org"]
-                assert set(rule["verbs"]) <= {"get", "list", "create"}
-                assert "*" not in rule["resources"]
+    [role] = [d for d in rendered["base"] if d["kind"] == "Role"]
+    assert role["rules"] == [
+        {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["experiments"],
+         "verbs": ["list", "create"]},
+        {"apiGroups": ["pipelines.kubeflow.org"], "resources": ["runs"], "verbs": ["create"]}]
     sa = next(d for d in rendered["base"] if d["kind"] == "ServiceAccount")
     assert sa["automountServiceAccountToken"] is False
 
 
-def _minio_policy(docs):
-    return next(d for d in docs if d["kind"] == "NetworkPolicy")
+def _policies(docs) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
 
 
-def test_only_this_namespace_reaches_minio(rendered):
-    policy = _minio_policy(rendered["base"])
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "minio"}
-    assert policy["spec"]["ingress"] == [
-        {"from": [{"podSelector": {}}], "ports": [{"port": 9000}, {"port": 9001}]}]
-    dev_from = _minio_policy(rendered["overlays/dev"])["spec"]["ingress"][0]["from"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}} \
-        in dev_from
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/gpu"])
+def test_ingress_is_denied_by_default(rendered, overlay):
+    assert _policies(rendered[overlay])["default-deny-ingress"] == {
+        "podSelector": {}, "policyTypes": ["Ingress"]}
+
+
+def test_only_minios_s3_port_is_reachable(rendered):
+    docs = rendered["overlays/dev"]
+    policy = _policies(docs)["minio-s3"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "minio"}
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"port": 9000}]
+    assert rule["from"] == [{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "kubeflow"}}}]
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "minio")
+    assert [p["port"] for p in service["spec"]["ports"]] == [9000]
+    minio = next(d for d in docs if d["kind"] == "Deployment")
+    container = minio["spec"]["template"]["spec"]["containers"][0]
+    assert [p["containerPort"] for p in container["ports"]] == [9000]
+    args = container["args"]
+    assert args[args.index("--console-address") + 1].startswith("127.0.0.1:")
     assert not [d for d in rendered["overlays/gpu"] if d["metadata"]["name"].startswith("minio")]
+
+
+def _secret_users(docs) -> dict[str, set[str]]:
+    """Secret name prefix (hash suffix dropped) -> the workloads that read it."""
+    users: dict[str, set[str]] = {}
+    for doc in docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        for spec in pod_specs(doc):
+            names = [v["secret"]["secretName"] for v in spec.get("volumes") or []
+                     if "secret" in v]
+            for c in spec["containers"]:
+                names += [e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env") or []
+                          if "secretKeyRef" in (e.get("valueFrom") or {})]
+                names += [s["secretRef"]["name"] for s in c.get("envFrom") or []
+                          if "secretRef" in s]
+            for name in names:
+                users.setdefault(re.sub(r"-[a-z0-9]{10}$", "", name), set()).add(where)
+    return users
+
+
+def test_minio_root_credentials_reach_only_minio_and_the_init_job(rendered):
+    dev = _secret_users(rendered["overlays/dev"])
+    assert dev["fdshpo-minio-root"] == {"Deployment/minio", "Job/fdshpo-bucket-init"}
+    # the pipelines' keys: the bucket user the init Job creates, mounted for it to read
+    assert dev["fdshpo-s3-credentials"] == {"Job/fdshpo-bucket-init"}
+    job = next(d for d in rendered["overlays/dev"] if d["metadata"]["name"] ==
+               "fdshpo-bucket-init")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    user_dir = container["args"][container["args"].index("--minio-user-dir") + 1]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == user_dir)
+    volume = next(v for v in job["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == mount["name"])
+    assert volume["secret"]["secretName"].startswith("fdshpo-s3-credentials-")
+    # KFP's namespace gets the bucket user's keys, never MinIO's root keys
+    launcher = {d["metadata"]["name"] for d in rendered["kfp-launcher"] if d["kind"] == "Secret"}
+    assert launcher == {"fdshpo-s3-credentials"}
+    assert "fdshpo-minio-root" not in _secret_users(rendered["overlays/gpu"])
+    assert not [d for d in rendered["overlays/gpu"] if d["metadata"]["name"].startswith(
+        "fdshpo-minio-root")]
+    # the retune CronJob only submits: it gets no store keys at all
+    assert not any("CronJob/fdshpo-retune" in users for users in dev.values())
+
+
+def test_teardown_keeps_the_namespace_and_the_store_volume(rendered):
+    """`kubectl delete -k k8s/overlays/...` deletes what the overlay renders: neither the
+    namespace nor the MinIO volume is in it; they live in k8s/namespace and k8s/store-volume."""
+    for overlay in ("overlays/dev", "overlays/gpu"):
+        kinds = {d["kind"] for d in rendered[overlay]}
+        assert not kinds & {"Namespace", "PersistentVolumeClaim", "PersistentVolume"}, overlay
+    [namespace] = rendered["namespace"]
+    assert namespace["kind"] == "Namespace" and namespace["metadata"]["name"] == "fdshpo"
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    [pvc] = rendered["store-volume"]
+    assert (pvc["kind"], pvc["metadata"]["namespace"]) == ("PersistentVolumeClaim", "fdshpo")
+    minio = next(d for d in rendered["overlays/dev"] if d["kind"] == "Deployment")
+    claims = [v["persistentVolumeClaim"]["claimName"]
+              for v in minio["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v]
+    assert claims == [pvc["metadata"]["name"]]
+
+
+def _release(image: str) -> str:
+    tag = image_tag(image) or ""
+    assert re.fullmatch(r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", tag), image
+    return tag
+
+
+def test_minio_image_has_the_cve_2025_62506_fix(rendered):
+    images = _images(rendered["overlays/dev"])
+    assert _release(images["Deployment/minio"]) >= MINIO_FIXED  # the format sorts by date
+    dockerfile = (ROOT / "docker" / "minio.Dockerfile").read_text()
+    built = re.search(r"^ARG MINIO_RELEASE=(\S+)$", dockerfile, re.M).group(1)
+    assert image_tag(images["Deployment/minio"]) == built, \
+        "docker/minio.Dockerfile builds another release than k8s/components/minio names"
+
+
+def test_the_pre_fix_minio_image_fails_the_check():
+    assert _release("quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z") < MINIO_FIXED
 
 
 def test_gpu_overlay_schedules_on_gpu_nodes_with_limits(rendered):
@@ -435,7 +540,8 @@ def test_literal_credentials_are_found_in_broken_fixtures():
 
 @pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/gpu"])
 def test_retune_config_is_valid_and_matches_the_deployment(rendered, overlay, tmp_path):
-    from fdshpo.config import SECRET_ENV, load_config
+    from fdshpo.config import load_config
+    from fdshpo.kube import SECRET_ENV
 
     docs = rendered[overlay]
     cm = next(d for d in docs if d["metadata"]["name"].startswith("fdshpo-retune-config"))
@@ -460,21 +566,22 @@ def test_retune_config_is_valid_and_matches_the_deployment(rendered, overlay, tm
 
 # ---- the commands the Jobs run parse with the real CLI -------------------------------------
 
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/gpu"])
 @pytest.mark.parametrize("job", ["fdshpo-bucket-init", "fdshpo-retune"])
-def test_job_commands_parse_with_the_fdshpo_cli(rendered, job):
+def test_job_commands_parse_with_the_fdshpo_cli(rendered, job, overlay):
+    """A renamed command or option fails here (it never skips)."""
     import argparse
 
     from fdshpo.cli import build_parser
 
-    docs = rendered["overlays/dev"]
+    docs = rendered[overlay]
     doc = next(d for d in docs if d["metadata"]["name"] == job)
     container = next(pod_specs(doc))["containers"][0]
     store = next(d for d in docs if d["metadata"]["name"] == "fdshpo-store")["data"]
     args = [re.sub(r"\$\((\w+)\)", lambda m: store[m.group(1)], a) for a in container["args"]]
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if args[0] not in commands.choices:
-        pytest.skip(f"`fdshpo {args[0]}` is not registered in fdshpo.cli yet")
+    assert args[0] in commands.choices, f"`fdshpo {args[0]}` is not a command of fdshpo.cli"
     parsed = parser.parse_args(args)
     assert parsed.command == args[0]
     with pytest.raises(SystemExit):  # the same check rejects an option the CLI does not have

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -171,3 +172,34 @@ def test_multiplicative_steps_that_cannot_work_are_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"\['weight_decay'\] take multiplicative steps but are "
                                          "not learned"):
         SignOptimizer({"lr": 0.5}, multiplicative=("weight_decay",))
+
+
+def test_backtracking_steps_again_from_the_best_schedule_with_shorter_steps():
+    opt = SignOptimizer({"lr": 0.1}, backtrack=True)
+    schedule = _schedule(lr=(0.5, 0.5))
+    state = opt.init(schedule)
+
+    def step(schedule, state, lr, loss):
+        return opt.update(schedule, {"lr": torch.tensor(lr, dtype=torch.float64)}, state, loss)
+
+    schedule, state = step(schedule, state, [1, -1], 1.0)  # first: the best so far
+    assert schedule.values["lr"].tolist() == pytest.approx([0.4, 0.6])
+    schedule, state = step(schedule, state, [-1, -1], 2.0)  # worse: back to the best, shorter
+    assert schedule.values["lr"].tolist() == pytest.approx([0.45, 0.55])
+    assert state.step_sizes["lr"].tolist() == pytest.approx([0.05, 0.05])
+    assert state.best_loss == 1.0 and state.best_values["lr"].tolist() == [0.5, 0.5]
+    schedule, state = step(schedule, state, [1, 1], 0.5)  # better: a new best, steps as usual
+    assert state.best_loss == 0.5 and state.best_values["lr"].tolist() == pytest.approx(
+        [0.45, 0.55])
+    assert state.step_sizes["lr"].tolist() == pytest.approx([0.05, 0.025])  # second flipped
+    assert schedule.values["lr"].tolist() == pytest.approx([0.40, 0.525])
+    schedule, state = step(schedule, state, [1, 1], math.inf)  # a diverged run is worse too
+    assert schedule.values["lr"].tolist() == pytest.approx([0.425, 0.5375])
+    again = SignState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again.best_loss == 0.5 and torch.equal(again.best_values["lr"],
+                                                  state.best_values["lr"])
+    fresh = SignState.from_dict(json.loads(json.dumps(opt.init(schedule).to_dict())))
+    assert math.isinf(fresh.best_loss) and fresh.best_values is None
+    with pytest.raises(ValueError, match="a backtracking SignOptimizer needs the validation "
+                                         "loss of the schedule"):
+        opt.update(schedule, {"lr": torch.tensor([1.0, 1.0])}, state)

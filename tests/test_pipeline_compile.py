@@ -36,6 +36,71 @@ def test_compiled_yaml_matches_golden_and_is_deterministic(tmp_path, name, retun
         "FDSHPO_UPDATE_GOLDEN=1 pytest tests/test_pipeline_compile.py")
 
 
+def level_structure(spec: dict, k: int) -> dict:
+    """What level k (1-based) of the unrolled outer loop is made of, read from the IR."""
+    comps = spec["components"]
+    tasks = comps[f"comp-outer-step-{k}"]["dag"]["tasks"]
+    loop = tasks[f"for-loop-{k}01"]
+    inner = comps[f"comp-for-loop-{k}01"]["dag"]["tasks"][f"inner-component-step-{k}"]
+    outer = tasks[f"outer-component-step-{k}"]
+    out = {"iterates": loop["parameterIterator"]["items"]["inputParameter"],
+           "inner_retries": inner.get("retryPolicy", {}).get("maxRetryCount"),
+           "collected_from": outer["inputs"]["artifacts"]["hypergradients"]["taskOutputArtifact"]
+           ["producerTask"], "branches": None}
+    if f"condition-branches-{k}02" in tasks:
+        branch = comps[f"comp-condition-branches-{k}02"]["dag"]
+        conditions = {t["taskInfo"]["name"]: t["triggerPolicy"]["condition"]
+                      for t in branch["tasks"].values()}
+        [oneof] = branch["outputs"]["parameters"].values()
+        out["branches"] = conditions
+        out["oneof"] = [s["producerSubtask"] for s in
+                        oneof["valueFromOneof"]["parameterSelectors"]]
+        nested = comps[f"comp-condition-{k}03"]["dag"]["tasks"]
+        out["next"] = [t["componentRef"]["name"] for t in nested.values()]
+    return out
+
+
+@pytest.mark.parametrize("name,retune", [("demo", False), ("gpu-cifar10", False),
+                                         ("retune", True)])
+def test_compiled_graph_has_the_configs_structure(tmp_path, name, retune):
+    """Not just determinism: max_steps levels, each a ParallelFor over the replicas whose
+    hypergradients are Collected into the outer update, an If (not converged) into the next
+    level and an Else that stops, combined by OneOf; the last level stops; retries and
+    caching as configured; prepare -> level 1 -> retrain -> report."""
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    spec = next(yaml.safe_load_all(compile_pipeline(config, tmp_path / "p.yaml",
+                                                    retune=retune).read_text()))
+    n = config.outer.max_steps
+    assert sum(c.startswith("comp-outer-step-") for c in spec["components"]) == n
+    for k in range(1, n + 1):
+        level = level_structure(spec, k)
+        assert level["iterates"] == "pipelinechannel--replicas"
+        assert level["collected_from"] == f"for-loop-{k}01"
+        assert level["inner_retries"] == (config.resources.retries or None)
+        if k == n:
+            assert level["branches"] is None, "the last level has no If"
+            continue
+        converged = f"inputs.parameter_values['pipelinechannel--outer-component-step-{k}-" \
+                    "converged']"
+        assert level["branches"] == {f"continue-after-{k}": f"{converged} == 'no'",
+                                     f"stop-after-{k}": f"!({converged} == 'no')"}
+        assert level["oneof"] == [f"condition-{k}03", f"condition-{k}04"]
+        assert level["next"] == [f"comp-outer-step-{k + 1}"]
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {"prepare-component", "outer-step-1", "retrain-component",
+                         "report-component"}
+    assert root["outer-step-1"]["dependentTasks"] == ["prepare-component"]
+    assert root["retrain-component"]["inputs"]["parameters"]["state"]["taskOutputParameter"] \
+        == {"outputParameterKey": "Output", "producerTask": "outer-step-1"}
+    assert root["retrain-component"].get("retryPolicy", {}).get("maxRetryCount") == (
+        config.resources.retries or None)
+    caching = {t.get("cachingOptions", {}).get("enableCache", False) for t in root.values()}
+    assert caching == {not retune}
+    defaults = spec["root"]["inputDefinitions"]["parameters"]
+    assert defaults["replicas"]["defaultValue"] == [str(r) for r in
+                                                    range(config.outer.replicas)]
+
+
 def executors(spec: dict) -> dict:
     return spec["deploymentSpec"]["executors"]
 
@@ -103,7 +168,10 @@ def test_compiled_pipeline_loads_back(tmp_path):
 
 
 def test_every_package_under_src_is_listed_in_pyproject():
-    tomllib = pytest.importorskip("tomllib")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: tomli, the same parser (in the dev extras there)
+        import tomli as tomllib
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
                  ["packages"])
     found = {".".join(p.parent.relative_to(ROOT / "src").parts)

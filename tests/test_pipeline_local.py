@@ -7,9 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from torch import nn
@@ -106,6 +106,15 @@ torch.set_num_threads(1)
 from fdshpo.config import load_config
 from fdshpo.components.inner import inner_step
 from fdshpo.tune import TuneState
+if "--pause-after-first-checkpoint" in sys.argv:
+    from fdshpo.checkpoint import InnerCheckpointer
+    save = InnerCheckpointer.save
+    def save_then_wait(self, state, *args, **kwargs):
+        key = save(self, state, *args, **kwargs)
+        print("checkpointed", state.step, flush=True)  # the signalled point
+        sys.stdin.read()  # wait here to be killed
+        return key
+    InnerCheckpointer.save = save_then_wait
 config = load_config(sys.argv[1])
 state = TuneState(config.initial_schedule(), config.optimizer().init(config.initial_schedule()))
 import json
@@ -115,38 +124,35 @@ print(json.dumps(record))
 
 
 def test_killed_inner_component_resumes_from_its_checkpoint(tmp_path):
+    """Killed at a signalled point (right after its first checkpoint, step 10 of 30), the
+    rerun resumes there and its hypergradients equal an uninterrupted run's."""
     from fdshpo.components.common import save_dataset
 
     path = small_config(tmp_path, checkpoint_every=10)
-    data = yaml.safe_load(path.read_text())
-    data["schedule"]["horizon"] = 150
-    path.write_text(yaml.safe_dump(data))
     config = load_config(path)
     dataset = tmp_path / "dataset.pt"
     save_dataset(load_dataset(config), dataset)
     checkpoints = tmp_path / "store/experiments/demo/runs/resume/checkpoints/inner/0000/000"
     env = dict(os.environ)
-    proc = subprocess.Popen([sys.executable, "-c", INNER, str(path), str(dataset)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-c", INNER, str(path), str(dataset),
+                             "--pause-after-first-checkpoint"], env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not (checkpoints.exists() and any(checkpoints.glob("*.pt"))):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no inner checkpoint within 120 s"
-            time.sleep(0.05)
+        line = proc.stdout.readline()
+        assert line == "checkpointed 10\n", line + proc.stderr.read()
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
-    saved = sorted(int(p.stem) for p in checkpoints.glob("*.pt"))
-    assert saved and saved[-1] < 150, "killed mid-run, after a checkpoint"
+            proc.wait()
+    assert sorted(int(p.stem) for p in checkpoints.glob("*.pt")) == [10]
     rerun = subprocess.run([sys.executable, "-c", INNER, str(path), str(dataset)], env=env,
                            capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     record = json.loads(rerun.stdout.strip().splitlines()[-1])
-    assert record["resumed"] and record["resumed"][0][:2] == [0, 0]
-    assert record["resumed"][0][2] >= saved[-1]
+    assert record["resumed"] == [[0, 0, 10]]
     # bit-identical to an uninterrupted run
     torch.set_num_threads(1)
     problem = problem_for(config, load_dataset(config))
@@ -172,3 +178,52 @@ def test_retune_warm_starts_from_the_latest_learned_schedule(tmp_path):
     assert started_from["values"] == first.schedule.to_dict()["values"]
     assert started_from["values"] != config.initial_schedule().to_dict()["values"]
     assert second.outer_steps == 1
+
+
+def test_a_run_that_disagrees_with_the_compiled_graph_is_refused(tmp_path):
+    """config_json and replicas overridden at run time (as a KFP UI user could): prepare
+    refuses before anything is recorded, naming the keys; kfp.local reports the task."""
+    from fdshpo.pipelines.local import TaskFailed, run_kfp_local
+
+    config = load_config(small_config(tmp_path))
+    other = config.to_dict()
+    other["outer"]["max_steps"] = 3
+    other["resources"]["cpu"] = "4"
+    with pytest.raises(TaskFailed) as info:
+        run_kfp_local(config, "mismatch", pipeline_root=str(tmp_path / "kfp"),
+                      arguments={"config_json": json.dumps(other), "replicas": ["0"]})
+    failure = info.value
+    assert failure.task == "prepare-component"
+    assert "outer.max_steps (compiled 2, given 3)" in failure.message
+    assert "resources.cpu (compiled None, given '4')" in failure.message
+    assert "the replicas parameter (given ['0']" in failure.message
+    assert "Traceback (most recent call last)" in failure.log_path.read_text()
+    assert not (tmp_path / "store").exists()  # refused before the run was recorded
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_failing_task_is_reported_without_a_traceback(tmp_path, monkeypatch, capsys,
+                                                         verbose):
+    from fdshpo.cli import main
+    from fdshpo.pipelines.local import TaskFailed
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID_FILE",
+                 "AWS_SECRET_ACCESS_KEY_FILE", "FDSHPO_KFP_VERBOSE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FDSHPO_S3_SECRET_DIR", str(tmp_path / "no-secret"))
+    argv = ["run", str(small_config(tmp_path)), "--store", "s3://no-keys/x", "--kfp-root",
+            str(tmp_path / "kfp")]
+    if verbose:
+        monkeypatch.setenv("FDSHPO_KFP_VERBOSE", "1")
+        with pytest.raises(TaskFailed):
+            main(argv)
+        assert "Traceback (most recent call last)" in capsys.readouterr().out
+        return
+    assert main(argv) == 1
+    out, err = capsys.readouterr()
+    assert ("fdshpo: error: pipeline task 'prepare-component' failed: "
+            "fdshpo.store.base.StoreError: no S3 credentials found: set AWS_ACCESS_KEY_ID") in err
+    log = tmp_path / "kfp" / "fdshpo-run.log"
+    assert f"full log (every task's output, tracebacks included): {log}" in err
+    assert "Traceback" not in out + err
+    assert "[prepare-component] Traceback (most recent call last):" in log.read_text()

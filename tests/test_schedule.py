@@ -77,3 +77,22 @@ def test_step_outside_the_horizon_is_an_index_error():
     s = Schedule.constant(5, lr=0.1)
     with pytest.raises(IndexError, match=r"step 5 is outside the horizon \[0, 5\)"):
         s.at(5)
+
+
+def test_a_base_shape_scales_the_segment_values_and_stretches_with_the_horizon():
+    s = Schedule(8, {"lr": [0.4, 0.2], "momentum": [0.9], "weight_decay": [0.0]},
+                 shapes={"lr": "linear"})
+    # lr_t = lambda_k(t) * (1 - t / 8)
+    assert [s.at(t)["lr"] for t in range(8)] == pytest.approx(
+        [0.4, 0.35, 0.3, 0.25, 0.1, 0.075, 0.05, 0.025])
+    assert [s.scale("lr", t) for t in (0, 4)] == [1.0, 0.5] and s.scale("momentum", 3) == 1.0
+    assert s.at(3)["momentum"] == 0.9
+    long = s.stretched(16)
+    assert long.shapes["lr"] == "linear" and long.at(8)["lr"] == pytest.approx(0.2 * 0.5)
+    again = Schedule.from_dict(s.to_dict())
+    assert again == s and again != Schedule(8, s.values, s.bounds)  # the shape counts
+    assert Schedule.from_dict({"num_steps": 8, "values": s.to_dict()["values"]}).shapes == {
+        "lr": "constant", "momentum": "constant", "weight_decay": "constant"}
+    with pytest.raises(ValueError, match=r"unknown schedule shape\(s\) \{'lr': 'exp'\}; known "
+                                         r"shapes are \['constant', 'step', 'cosine', 'linear'\]"):
+        Schedule(8, s.values, shapes={"lr": "exp"})

@@ -109,10 +109,8 @@ def test_wrong_credentials_give_a_clear_error_without_the_secret(s3_bucket, s3_e
     secret = "Wr0ngSecretValue-Do-Not-Print-7f3a"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     store = open_store(f"s3://{s3_bucket}")
-    started = time.monotonic()
     with pytest.raises(StoreError) as info:
         store.put_json("x.json", {"a": 1})
-    assert time.monotonic() - started < 30
     message = str(info.value)
     assert "refused the credentials" in message and "AWS_SECRET_ACCESS_KEY" in message
     assert secret not in message and secret not in repr(info.value)
@@ -128,13 +126,16 @@ def test_missing_bucket_says_how_to_create_it(s3_env):
         open_store("s3://no-such-bucket/p").list("")
 
 
-def test_unreachable_endpoint_fails_within_30_seconds(s3_env):
-    store = open_store("s3://bucket-x", s3_endpoint="http://127.0.0.1:9")
+def test_unreachable_endpoint_fails_after_the_retry_deadline(s3_env):
+    """The contract: transient errors are retried until ``deadline`` (15 s by default), then
+    raised. The bound below is that deadline with a generous margin, not a speed target."""
+    store = open_store("s3://bucket-x", s3_endpoint="http://127.0.0.1:9", deadline=1.5)
     started = time.monotonic()
     with pytest.raises(StoreError, match="cannot reach S3 endpoint http://127.0.0.1:9.*"
                                          "check --s3-endpoint / AWS_ENDPOINT_URL"):
         store.get_bytes("a")
-    assert time.monotonic() - started < 30
+    elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 1.5 + 20  # it retried (after 0.5 s and 1 s), then gave up
 
 
 def test_store_init_creates_a_missing_bucket(s3_env):
@@ -169,8 +170,30 @@ def test_tls_is_on_by_default_except_on_loopback(monkeypatch):
     assert parse_endpoint(None).url == "https://s3.amazonaws.com"
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:8333")
     assert parse_endpoint(None).url == "http://127.0.0.1:8333"
-    with pytest.raises(StoreError, match="no user info"):
-        parse_endpoint("http://key:secret@host:9000")
+    for bad in ("http://:9000", "http://h:port", "http://h:9000/path", "ftp://h"):
+        with pytest.raises(StoreError, match=f"S3 endpoint '{bad}' "):
+            parse_endpoint(bad)
+
+
+@pytest.mark.parametrize("where", ["endpoint", "bare endpoint", "uri", "environment"])
+def test_user_info_in_a_url_is_refused_and_never_echoed(where, monkeypatch):
+    secret = "S3cr3t-In-A-Url-9f2c"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with pytest.raises(StoreError) as info:
+        if where == "endpoint":
+            open_store("s3://bucket", s3_endpoint=f"http://admin:{secret}@minio:9000")
+        elif where == "bare endpoint":
+            open_store("s3://bucket", s3_endpoint=f"admin:{secret}@minio:9000")
+        elif where == "uri":
+            open_store(f"s3://admin:{secret}@bucket/prefix")
+        else:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", f"https://admin:{secret}@minio:9000")
+            open_store("s3://bucket")
+    message = str(info.value)
+    assert "carries user info" in message and "AWS_ACCESS_KEY_ID" in message
+    assert secret not in message and secret not in repr(info.value) and "***@" in message
 
 
 def test_credentials_from_files_and_a_mounted_secret(tmp_path):

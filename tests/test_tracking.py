@@ -181,24 +181,22 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
     recorder, result = _record_run(store, problem, outer_steps=1, finish=False)
     failure = []
     uploading, killed = threading.Event(), threading.Event()
-    real_put = store._client.put_object
+    http = store._client._http
+    real_urlopen = http.urlopen
 
-    class SignalsMidUpload:  # observes the real upload's progress; changes no byte
-        def __init__(self, stream):
-            self.stream, self.sent = stream, 0
-
-        def read(self, size=-1):
-            chunk = self.stream.read(size)
-            self.sent += len(chunk)
-            if self.sent > 16 * 2**20 and not uploading.is_set():
+    def signals_mid_upload(body: bytes):  # the real upload's bytes, observed; none changed
+        for start in range(0, len(body), 2**20):
+            if start > 16 * 2**20 and not uploading.is_set():
                 uploading.set()
                 assert killed.wait(60)  # the upload resumes only once the server is dead
-            return chunk
+            yield body[start:start + 2**20]
 
-    def observed_put(bucket, name, data, length, **options):
-        return real_put(bucket, name, SignalsMidUpload(data), length, **options)
+    def observed_urlopen(method, url, body=None, **options):
+        if method == "PUT" and body is not None and len(body) > 32 * 2**20:
+            body = signals_mid_upload(body)
+        return real_urlopen(method, url, body=body, **options)
 
-    store._client.put_object = observed_put
+    http.urlopen = observed_urlopen
 
     def write_then_finish():
         try:  # a large artifact, then the record: the server dies during the upload

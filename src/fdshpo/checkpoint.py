@@ -14,6 +14,11 @@ removed; a rerun of that replica returns the stored result without training.
 Outer checkpoint (``layout.outer_checkpoint``): ``TuneState.to_dict()`` after each outer step.
 :meth:`OuterCheckpointer.latest` returns the newest checkpoint that reads back intact (sha256
 checked), so a checkpoint cut short by a crash is skipped, never trusted.
+
+Only a *damaged* artifact (:class:`~fdshpo.store.IntegrityError`, or bytes that do not decode)
+is skipped or replaced. Any other store error (an unreachable endpoint, refused credentials),
+which the store has already retried for its deadline, is raised: a network blip must never
+turn into an overwrite of a finished checkpoint or a silent resume from older state.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from .data.batches import ShuffledBatches
 from .forward import Batch, ForwardEngine, ForwardState, HypergradientResult
 from .inner import LossFn
 from .schedule import Schedule
-from .store.base import ArtifactNotFound, ArtifactStore, StoreError
+from .store.base import ArtifactNotFound, ArtifactStore, IntegrityError, StoreError
 from .store.layout import RunLayout
 from .tune_state import InnerTask, TuneState
 
@@ -136,7 +141,7 @@ class InnerCheckpointer:
         for key in reversed(self.checkpoints(outer_step, replica)):
             try:
                 state, rng, meta = decode_state(self.store.get_bytes(key), device)
-            except (StoreError, RuntimeError, KeyError, EOFError) as exc:
+            except (IntegrityError, ArtifactNotFound, RuntimeError, KeyError, EOFError) as exc:
                 warnings.warn(f"skipping unreadable checkpoint {key}: {exc}", stacklevel=2)
                 continue
             if meta.get("fingerprint") != fp:
@@ -212,18 +217,19 @@ class OuterCheckpointer:
             self.store.get_json(key)
         except ArtifactNotFound:
             pass
-        except (StoreError, ValueError):  # damaged: replace it
+        except (IntegrityError, ValueError):  # damaged (not a transient error): replace it
             self.store.put_json(key, state.to_dict(), overwrite=True)
             return key
         self.store.put_json(key, state.to_dict())  # ArtifactExists if a different one is there
         return key
 
     def latest(self) -> TuneState | None:
-        """The newest outer checkpoint that reads back intact, or None."""
+        """The newest outer checkpoint that reads back intact, or None. Damaged ones are
+        skipped with a warning; other store errors are raised."""
         for key in reversed(self.store.list(self.layout.outer_checkpoints)):
             try:
                 return TuneState.from_dict(self.store.get_json(key))
-            except (StoreError, ValueError, KeyError, TypeError) as exc:
+            except (IntegrityError, ArtifactNotFound, ValueError, KeyError, TypeError) as exc:
                 warnings.warn(f"skipping unreadable outer checkpoint {key}: {exc}",
                               stacklevel=2)
         return None

@@ -1,327 +1,329 @@
-"""Head-to-head comparison of FDS and the baselines at equal budget.
+"""For the compute of N runs of my final training job, which method gives the best final model?
 
-For every seed s (the problem's seed: validation splits, initialisation and batch order; and the
-samplers' seed):
+The final job is ``space.final_steps`` plain SGD steps on the full training set, scored on the
+test set. For every seed s (the problem's seed: validation splits, initialisation and batch order;
+and the samplers' seed) and method m:
 
-    cost model   measured once, in this process, unless given (:func:`fdshpo.budget.calibrate`)
-    budget       given, or FDS's planned spend: outer_steps * (FDS inner run + val gradient)
-    method m     METHODS[m](problem_s, space, budget, cost model, seed=s) -> MethodResult
-    score        retrain from scratch on the full training set with m's schedule (stretched to
-                 ``retrain_steps``), test accuracy (:func:`fdshpo.evaluate.retrain_and_test`);
-                 also for m's incumbents at each fraction f of the budget (accuracy vs budget)
+    unit      one final job = final_steps plain-step equivalents (its test-set scoring is not
+              counted: it is evaluation, not tuning, and costs under 1% of the job)
+    budget    B_N = N x unit for each N of ``budget_runs`` (default 2, 4, 8, 16); every method is
+              charged for everything it runs (:mod:`fdshpo.budget`, priced by one cost model)
+    search    m(problem_s, space, B_max, cost model, seed=s, init=initial) once, at the largest
+              budget; its pick at B_N is its incumbent after spending at most B_N
+              (:func:`pick_at`), which is what m returns when run with B_N (the baselines'
+              contract). Methods in ``BUDGET_AWARE`` (greedy) are run once per N instead.
+    score     the pick (found on the search horizon) stretched to the final horizon, retrained
+              from scratch on the full training set and tested
+              (:func:`fdshpo.evaluate.retrain_and_test`); identical picks are retrained once
+              per seed. A retrain that diverges scores chance accuracy and is flagged.
 
-A retraining run that diverges scores chance accuracy (1 / classes) and is flagged. Retraining
-is evaluation, not search, and is not charged to any method's budget.
+Every method starts from the same initial schedule (``initial``) and searches the same space
+(horizon, segments, bounds). Retraining is evaluation and is charged to no method.
 
-:func:`write_outputs` writes ``comparison.csv`` (one row per method and seed),
-``comparison.md`` (summary table: mean and spread over seeds), ``comparison.json`` (everything,
-schedules included), ``accuracy_vs_budget.png`` and ``schedules.png`` into a local folder, and
-copies them to an artifact store when one is given.
+This module runs a comparison; :mod:`fdshpo.compare_outputs` writes it (tables, JSON, plots)
+and keeps the journal that lets an interrupted comparison resume.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from .baselines import METHODS, MethodResult, SearchSpace, get_method
+from .baselines import BUDGET_AWARE, METHODS, Incumbent, MethodResult, SearchSpace, get_method
 from .baselines.fds import initial_schedule
-from .budget import CostModel, calibrate, fds_run_ledger
+from .baselines.minimum import minimum_budget
+from .budget import CostModel, calibrate
 from .evaluate import retrain_and_test
-from .outer import SignOptimizer
 from .problem import ClassificationProblem
 from .schedule import Schedule
 
-OUTPUT_FILES = ("comparison.csv", "comparison.md", "comparison.json", "accuracy_vs_budget.png",
-                "schedules.png")
+#: The issue's baselines and FDS (``tpe`` over free segment values and ``greedy`` FDS are
+#: available by name but not run by default).
+DEFAULT_METHODS = ("fds", "random", "hd", "constant", "step", "cosine", "linear", "hyperband")
+BUDGET_RUNS = (2, 4, 8, 16)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One method on one seed: its search spend and the retrained network's test score."""
+    """One method on one seed at one budget: its pick and the retrained network's test score.
+
+    ``cost`` and ``seconds`` are what the method had spent when it found the pick.
+    """
 
     method: str
     seed: int
+    budget_runs: float
+    budget: float
+    cost: float
+    seconds: float
+    val_loss: float
     test_accuracy: float
     test_loss: float
-    val_loss: float
-    cost: float
-    budget: float
-    seconds: float
-    wall_steps: float
     retrain_diverged: bool
-    curve: tuple[tuple[float, float], ...]  # (fraction of budget, test accuracy)
-    result: MethodResult
+    schedule: Schedule
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "result"}
-        d["curve"] = [list(p) for p in self.curve]
-        d["result"] = self.result.to_dict()
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["schedule"] = self.schedule.to_dict()
         return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Row:
+        values = {k: data[k] for k in cls.__dataclass_fields__}
+        values["schedule"] = Schedule.from_dict(data["schedule"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """One method on one seed: a row per budget, and a record of each search it ran (one, or
+    one per budget for a budget-aware method): spend, wall time, details, incumbent trace."""
+
+    method: str
+    seed: int
+    rows: tuple[Row, ...]
+    searches: tuple[dict, ...]
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "seed": self.seed,
+                "rows": [r.to_dict() for r in self.rows], "searches": list(self.searches)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> MethodRun:
+        return cls(data["method"], int(data["seed"]),
+                   tuple(Row.from_dict(r) for r in data["rows"]), tuple(data["searches"]))
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """All rows, the space, the cost model and the budget the methods shared."""
+    """Every (seed, method) run, and what they shared: space, cost model, budgets, settings."""
 
-    rows: tuple[Row, ...]
+    runs: tuple[MethodRun, ...]
     space: SearchSpace
     cost_model: CostModel
-    budgets: dict[int, float]
+    budget_runs: tuple[float, ...]
     settings: dict = field(default_factory=dict)
 
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        return tuple(r for run in self.runs for r in run.rows)
+
     def methods(self) -> list[str]:
-        return list(dict.fromkeys(r.method for r in self.rows))
+        return list(dict.fromkeys(run.method for run in self.runs))
 
     def summary(self) -> list[dict]:
-        """Per method: mean, standard deviation, min and max test accuracy over seeds, etc."""
+        """Per budget N and method, over seeds: test accuracy mean, standard deviation, min and
+        max; the retrain divergence rate; mean validation loss, spend and wall seconds."""
         out = []
-        for m in self.methods():
-            rows = [r for r in self.rows if r.method == m]
-            acc = [r.test_accuracy for r in rows]
-            out.append({
-                "method": m, "seeds": len(rows),
-                "test_accuracy_mean": statistics.fmean(acc),
-                "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
-                "val_loss_mean": statistics.fmean(r.val_loss for r in rows),
-                "cost_mean": statistics.fmean(r.cost for r in rows),
-                "budget": statistics.fmean(r.budget for r in rows),
-                "seconds_mean": statistics.fmean(r.seconds for r in rows),
-                "wall_steps_mean": statistics.fmean(r.wall_steps for r in rows),
-                "retrain_diverged": sum(r.retrain_diverged for r in rows)})
+        for n in self.budget_runs:
+            for m in self.methods():
+                rows = [r for r in self.rows if r.method == m and r.budget_runs == n]
+                if not rows:
+                    continue
+                acc = [r.test_accuracy for r in rows]
+                diverged = sum(r.retrain_diverged for r in rows)
+                out.append({
+                    "method": m, "budget_runs": n, "budget": rows[0].budget, "seeds": len(rows),
+                    "test_accuracy_mean": statistics.fmean(acc),
+                    "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
+                    "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
+                    "retrain_diverged": diverged, "retrain_divergence_rate": diverged / len(rows),
+                    "val_loss_mean": statistics.fmean(r.val_loss for r in rows),
+                    "cost_mean": statistics.fmean(r.cost for r in rows),
+                    "seconds_mean": statistics.fmean(r.seconds for r in rows)})
         return out
 
     def to_dict(self) -> dict:
         return {"space": self.space.to_dict(), "cost_model": self.cost_model.to_dict(),
-                "budgets": {str(k): v for k, v in self.budgets.items()},
-                "settings": dict(self.settings), "summary": self.summary(),
-                "rows": [r.to_dict() for r in self.rows]}
+                "budget_runs": list(self.budget_runs), "settings": dict(self.settings),
+                "summary": self.summary(), "runs": [r.to_dict() for r in self.runs]}
 
 
-def fds_planned_cost(problem: ClassificationProblem, space: SearchSpace, cost_model: CostModel,
-                     outer_steps: int = 10, replicas: int = 1,
-                     step_sizes: Mapping[str, float] | None = None) -> float:
-    """What FDS would spend running all ``outer_steps`` outer steps (the default budget)."""
-    learn = SignOptimizer(step_sizes).learn
-    n_val = round(problem.val_fraction * len(problem.dataset.train_images))
-    run = fds_run_ledger(initial_schedule(space), learn, n_val)
-    return outer_steps * replicas * run.cost(cost_model)
+def pick_at(result: MethodResult, budget: float) -> Incumbent | None:
+    """``result``'s incumbent after spending at most ``budget`` (None when it had none yet)."""
+    paid = [i for i in result.incumbents if i.cost <= budget * (1 + 1e-12)]
+    return paid[-1] if paid else None
 
 
-def _score(problem: ClassificationProblem, schedule: Schedule, retrain_steps: int | None,
+def check_methods(methods: Sequence[str]) -> None:
+    """ValueError unless ``methods`` are known names, each once (the message lists the known)."""
+    if not methods:
+        raise ValueError(f"give at least one method; known methods are {sorted(METHODS)}")
+    for m in methods:
+        get_method(m)
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods are repeated: {list(methods)}")
+
+
+def check_seeds(seeds: Sequence[int]) -> None:
+    """ValueError unless there is at least one seed and none is repeated."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"give at least one seed, each once; got {list(seeds)}")
+
+
+def check_budget_runs(budget_runs: Sequence[float]) -> tuple[float, ...]:
+    """The budgets sorted; ValueError unless they are positive numbers of final-job runs."""
+    if not budget_runs:
+        raise ValueError("give at least one budget (in runs of the final job, e.g. 2 4 8 16)")
+    bad = [n for n in budget_runs if isinstance(n, bool) or not isinstance(n, (int, float))
+           or not math.isfinite(n) or n <= 0]
+    if bad:
+        raise ValueError(f"budget runs must be positive numbers of final-job runs (e.g. 2 4 8 "
+                         f"16), got {bad}")
+    return tuple(sorted(set(budget_runs)))
+
+
+def check_minimums(problem: ClassificationProblem, space: SearchSpace, methods: Sequence[str],
+                   budget_runs: Sequence[float], cost_model: CostModel,
+                   options: Mapping[str, Mapping]) -> None:
+    """Raise ValueError when the smallest budget cannot pay for some method's first piece of
+    work (:func:`~fdshpo.baselines.minimum.minimum_budget`); the message names the minimum."""
+    unit, smallest = space.final_steps, min(budget_runs)
+    for m in methods:
+        cost, what = minimum_budget(m, problem, space, cost_model, options.get(m))
+        if smallest * unit < cost:
+            raise ValueError(
+                f"a budget of {smallest:g} final-job runs ({smallest * unit:.0f} plain-step "
+                f"equivalents) cannot pay for one {what} of {m!r} ({cost:.0f}); the minimum is "
+                f"{math.ceil(100 * cost / unit) / 100:g} runs: raise the budget runs, shorten "
+                "schedule.horizon or leave the method out")
+
+
+def method_options(methods: Sequence[str], initial: Mapping | None,
+                   options: Mapping[str, Mapping] | None) -> dict[str, dict]:
+    """Each method's keyword options: ``init=initial`` (the fair start) and its own ``options``."""
+    options = options or {}
+    return {m: {"init": dict(initial) if initial else None, **dict(options.get(m, {}))}
+            for m in methods}
+
+
+def calibrate_for(problem: ClassificationProblem, space: SearchSpace,
+                  initial: Mapping | None = None) -> CostModel:
+    """The cost model of ``problem``'s network on this machine, measured now."""
+    return calibrate(problem, initial_schedule(space, initial))
+
+
+def _score(problem: ClassificationProblem, schedule: Schedule, final_steps: int,
            cache: dict) -> tuple[float, float, bool]:
     key = schedule.to_json()
     if key not in cache:
         try:
-            ev = retrain_and_test(problem, schedule, retrain_steps)
+            ev = retrain_and_test(problem, schedule, final_steps)
             cache[key] = (ev.test_accuracy, ev.test_loss, False)
         except FloatingPointError:
             cache[key] = (1.0 / problem.dataset.num_classes, math.inf, True)
     return cache[key]
 
 
+def search_record(result: MethodResult, budget_runs: float, cost_model: CostModel) -> dict:
+    """What a search did, JSON-ready: its budget, spend, wall time, details and incumbent trace
+    as (cost, seconds, validation loss) triples."""
+    return {"budget_runs": budget_runs, "budget": result.budget, "cost": result.cost,
+            "seconds": result.ledger.seconds, "wall_steps": result.ledger.wall_steps(cost_model),
+            "ledger": result.ledger.to_dict(), "details": dict(result.details),
+            "trace": [[i.cost, i.seconds, i.val_loss] for i in result.incumbents]}
+
+
 def compare(
     problem: ClassificationProblem,
     space: SearchSpace,
-    methods: Sequence[str] = ("fds", "random", "tpe", "hd", "cosine"),
+    methods: Sequence[str] = DEFAULT_METHODS,
     *,
     seeds: Sequence[int] = (0,),
-    budget: float | None = None,
+    budget_runs: Sequence[float] = BUDGET_RUNS,
+    initial: Mapping[str, object] | None = None,
     cost_model: CostModel | None = None,
-    retrain_steps: int | None = None,
-    budget_fractions: Sequence[float] = (1.0,),
-    method_options: Mapping[str, Mapping] | None = None,
-    on_row: Callable[[Row], None] | None = None,
+    options: Mapping[str, Mapping] | None = None,
+    done: Sequence[MethodRun] = (),
+    on_run: Callable[[MethodRun], None] | None = None,
 ) -> Comparison:
-    """Run ``methods`` on each seed at equal budget and score them (see module docstring).
+    """Run ``methods`` on each seed at budgets of N final-job runs and score them (module
+    docstring).
 
     Args:
         problem: dataset, network and batching; its seed is replaced by each of ``seeds``.
-        space: horizon, segments and bounds shared by every method.
-        budget: plain-step equivalents per method and seed; default FDS's planned spend
-            (``method_options["fds"]`` may set ``outer_steps``, ``replicas``, ``step_sizes``).
-        cost_model: the price list; measured here when None.
-        retrain_steps: horizon of the final retraining (default: the space's horizon).
-        budget_fractions: where on the budget axis incumbents are retrained and scored.
-        method_options: extra keyword arguments per method name.
-        on_row: called with each finished row (progress, partial results).
+        space: search horizon, segments, bounds and the final horizon (``final_steps``).
+        budget_runs: the budgets N, in runs of the final job.
+        initial: the initial values every method starts from (default the lower bounds).
+        cost_model: the price list; measured here when None (:func:`calibrate_for`).
+        options: extra keyword arguments per method name (e.g. FDS's step sizes).
+        done: (seed, method) runs finished earlier with the same settings (resume): kept as
+            they are, and their retrained picks are not retrained again.
+        on_run: called with each finished (seed, method) run (progress, journal).
 
-    Raises ValueError for an unknown method, no seeds, a bad fraction, or no budget when FDS
-    is not among the methods.
+    Raises ValueError, before any work, for unknown methods (listing the known ones), no seeds,
+    budgets that are not positive, or a budget too small for a method (:func:`check_minimums`
+    names the minimum).
     """
-    for m in methods:
-        get_method(m)
-    if not methods:
-        raise ValueError(f"give at least one method; known methods are {sorted(METHODS)}")
-    if not seeds:
-        raise ValueError("give at least one seed")
-    if any(not 0 < f <= 1 for f in budget_fractions):
-        raise ValueError(f"budget fractions must be in (0, 1], got {list(budget_fractions)}")
-    options = {m: dict(o) for m, o in (method_options or {}).items()}
-    fds_opts = {k: v for k, v in options.get("fds", {}).items()
-                if k in ("outer_steps", "replicas", "step_sizes")}
-    if budget is None and "fds" not in methods:
-        raise ValueError("without FDS among the methods there is no default budget; give one "
-                         "(plain-SGD-step equivalents, e.g. --budget 20000)")
-    cost_model = cost_model or calibrate(replace(problem, seed=seeds[0]),
-                                         initial_schedule(space))
-    rows, budgets = [], {}
-    fractions = sorted(set(budget_fractions) | {1.0})
+    check_methods(methods)
+    check_seeds(seeds)
+    budgets = check_budget_runs(budget_runs)
+    opts = method_options(methods, initial, options)
+    cost_model = cost_model or calibrate_for(replace(problem, seed=seeds[0]), space, initial)
+    check_minimums(problem, space, methods, budgets, cost_model, opts)
+    unit, finished = space.final_steps, {(r.seed, r.method): r for r in done}
+    runs = []
     for seed in seeds:
         seeded = replace(problem, seed=seed)
-        b = budget if budget is not None else fds_planned_cost(seeded, space, cost_model,
-                                                               **fds_opts)
-        budgets[seed] = b
-        cache: dict = {}
+        cache = {r.schedule.to_json(): (r.test_accuracy, r.test_loss, r.retrain_diverged)
+                 for run in done if run.seed == seed for r in run.rows}
         for m in methods:
-            result = get_method(m)(seeded, space, b, cost_model, seed=seed, **options.get(m, {}))
-            curve = []
-            for f in fractions:
-                paid = [i for i in result.incumbents if i.cost <= f * b + 1e-9]
-                if paid:
-                    acc, _, _ = _score(seeded, paid[-1].schedule, retrain_steps, cache)
-                    curve.append((f, acc))
-            acc, loss, diverged = _score(seeded, result.schedule, retrain_steps, cache)
-            row = Row(m, seed, acc, loss, result.val_loss, result.cost, b, result.ledger.seconds,
-                      result.ledger.wall_steps(cost_model), diverged, tuple(curve), result)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    settings = {"methods": list(methods), "seeds": list(seeds), "retrain_steps":
-                retrain_steps or space.num_steps, "budget_fractions": fractions,
-                "method_options": options, "network": problem.network,
-                "dataset": problem.dataset.name, "batch_size": problem.batch_size,
-                "val_fraction": problem.val_fraction, "device": str(problem.device)}
-    return Comparison(tuple(rows), space, cost_model, budgets, settings)
+            if (seed, m) in finished:
+                runs.append(finished[(seed, m)])
+                continue
+            method = get_method(m)
+            if m in BUDGET_AWARE:
+                results = [(n, method(seeded, space, n * unit, cost_model, seed=seed, **opts[m]))
+                           for n in budgets]
+            else:
+                result = method(seeded, space, budgets[-1] * unit, cost_model, seed=seed,
+                                **opts[m])
+                results = [(budgets[-1], result)]
+            rows = []
+            for n in budgets:
+                result = next(r for b, r in results if b >= n)
+                pick = pick_at(result, n * unit)
+                if pick is None:
+                    raise RuntimeError(f"{m} found nothing within {n:g} runs, above its minimum")
+                acc, loss, diverged = _score(seeded, pick.schedule, unit, cache)
+                rows.append(Row(m, seed, n, n * unit, pick.cost, pick.seconds, pick.val_loss,
+                                acc, loss, diverged, pick.schedule))
+            run = MethodRun(m, seed, tuple(rows),
+                            tuple(search_record(r, b, cost_model) for b, r in results))
+            runs.append(run)
+            if on_run is not None:
+                on_run(run)
+    return Comparison(tuple(runs), space, cost_model, budgets,
+                      settings(problem, space, budgets, initial, options, methods, seeds))
 
 
-# -- outputs ------------------------------------------------------------------------------------
-CSV_FIELDS = ("method", "seed", "test_accuracy", "test_loss", "val_loss", "cost", "budget",
-              "seconds", "wall_steps", "retrain_diverged")
+def settings(problem: ClassificationProblem, space: SearchSpace, budget_runs: Sequence[float],
+             initial: Mapping | None, options: Mapping | None, methods: Sequence[str] = (),
+             seeds: Sequence[int] = ()) -> dict:
+    """What a comparison's results depend on, JSON-ready (also what a resumed run must match:
+    everything but the methods and seeds)."""
+    return {"methods": list(methods), "seeds": list(seeds),
+            "budget_runs": list(budget_runs), "space": space.to_dict(),
+            "initial": dict(initial or {}), "method_options": {
+                m: dict(o) for m, o in (options or {}).items()},
+            "network": problem.network, "init": problem.init, "dataset": problem.dataset.name,
+            "batch_size": problem.batch_size, "val_fraction": problem.val_fraction,
+            "val_batch_size": problem.val_batch_size, "augment": problem.augment,
+            "device": str(problem.device)}
 
 
-def to_csv(comparison: Comparison) -> str:
-    """One line per method and seed (the fields of ``CSV_FIELDS``)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for r in comparison.rows:
-        writer.writerow([getattr(r, f) for f in CSV_FIELDS])
-    return out.getvalue()
+def predicted_seconds(space: SearchSpace, cost_model: CostModel, methods: Sequence[str],
+                      seeds: Sequence[int], budget_runs: Sequence[float]) -> dict[str, float]:
+    """Modelled wall seconds of a comparison: the searches (each method's budget, or the sum of
+    its budgets when budget-aware) and at most one retrain per (seed, method, budget)."""
+    unit_s = space.final_steps * cost_model.seconds_per_step
+    per_seed = sum(sum(budget_runs) if m in BUDGET_AWARE else max(budget_runs) for m in methods)
+    return {"search": len(seeds) * per_seed * unit_s,
+            "retrain_at_most": len(seeds) * len(methods) * len(budget_runs) * unit_s}
 
 
-def to_markdown(comparison: Comparison) -> str:
-    """Summary table (mean ± std over seeds), per-seed accuracies and the shared settings."""
-    seeds = list(dict.fromkeys(r.seed for r in comparison.rows))
-    lines = ["| method | test accuracy (mean ± std) | min | max | val loss | cost (plain steps) "
-             "| wall s | wall/modelled | retrain diverged |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    best = max(s["test_accuracy_mean"] for s in comparison.summary())
-    for s in comparison.summary():
-        mark = "**" if s["test_accuracy_mean"] == best else ""
-        ratio = s["wall_steps_mean"] / s["cost_mean"] if s["cost_mean"] else float("nan")
-        lines.append(
-            f"| {s['method']} | {mark}{100 * s['test_accuracy_mean']:.2f} ± "
-            f"{100 * s['test_accuracy_std']:.2f}{mark} | {100 * s['test_accuracy_min']:.2f} | "
-            f"{100 * s['test_accuracy_max']:.2f} | {s['val_loss_mean']:.4f} | "
-            f"{s['cost_mean']:.0f} / {s['budget']:.0f} | {s['seconds_mean']:.1f} | "
-            f"{ratio:.2f} | {s['retrain_diverged']} |")
-    lines += ["", "Test accuracy (%) per seed:", "",
-              "| method | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-              "|---|" + "---|" * len(seeds)]
-    for m in comparison.methods():
-        accs = {r.seed: r.test_accuracy for r in comparison.rows if r.method == m}
-        lines.append(f"| {m} | " + " | ".join(f"{100 * accs[s]:.2f}" for s in seeds) + " |")
-    cm = comparison.cost_model
-    lines += ["", f"Search space: {json.dumps(comparison.space.to_dict())}",
-              f"Cost model (plain-step equivalents; plain step = {1e3 * cm.seconds_per_step:.3f}"
-              f" ms): FDS step = {cm.fds_base:.2f} + {cm.per_tangent:.3f} x live tangents, "
-              f"eval {cm.per_eval_example:.2e}/example, val gradient "
-              f"{cm.per_grad_example:.2e}/example",
-              f"Settings: {json.dumps(comparison.settings, default=str)}", ""]
-    return "\n".join(lines)
-
-
-def plot_accuracy_vs_budget(comparison: Comparison, path: Path) -> None:
-    """Mean (over seeds) test accuracy of each method's incumbent against budget fraction."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for m in comparison.methods():
-        points: dict[float, list[float]] = {}
-        for r in comparison.rows:
-            if r.method == m:
-                for f, acc in r.curve:
-                    points.setdefault(f, []).append(acc)
-        xs = sorted(points)
-        ax.plot(xs, [100 * statistics.fmean(points[x]) for x in xs], marker="o", label=m)
-    ax.set_xlabel("fraction of the budget spent")
-    ax.set_ylabel("test accuracy after retraining (%)")
-    ax.set_title("Test accuracy against budget (mean over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_schedules(comparison: Comparison, path: Path) -> None:
-    """The schedule each method picked on the first seed: lr, momentum, weight decay per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    seed = comparison.rows[0].seed
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for r in comparison.rows:
-        if r.seed != seed:
-            continue
-        s = r.result.schedule
-        steps = range(s.num_steps)
-        per_step = [s.at(t) for t in steps]
-        for ax, name in zip(axes, ("lr", "momentum", "weight_decay")):
-            ax.plot(steps, [v[name] for v in per_step], label=r.method, drawstyle="steps-post")
-    for ax, name in zip(axes, ("learning rate", "momentum", "weight decay")):
-        ax.set_title(name)
-        ax.set_xlabel("inner step")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    fig.suptitle(f"Schedules picked at equal budget (seed {seed})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_outputs(comparison: Comparison, out_dir: str | Path, store=None,
-                  prefix: str = "comparison") -> list[Path]:
-    """Write the files of ``OUTPUT_FILES`` into ``out_dir``; copy them to ``store`` (an
-    ArtifactStore) under ``prefix/`` when given. Returns the local paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.csv").write_text(to_csv(comparison))
-    (out / "comparison.md").write_text(to_markdown(comparison))
-    (out / "comparison.json").write_text(json.dumps(comparison.to_dict(), indent=1,
-                                                    default=str))
-    plot_accuracy_vs_budget(comparison, out / "accuracy_vs_budget.png")
-    plot_schedules(comparison, out / "schedules.png")
-    paths = [out / name for name in OUTPUT_FILES]
-    if store is not None:
-        for p in paths:
-            store.put_file(f"{prefix}/{p.name}", p, overwrite=True)
-    return paths
-
-
-__all__ = ["OUTPUT_FILES", "Comparison", "Row", "compare", "fds_planned_cost",
-           "plot_accuracy_vs_budget", "plot_schedules", "to_csv", "to_markdown",
-           "write_outputs"]
+__all__ = ["BUDGET_RUNS", "DEFAULT_METHODS", "Comparison", "MethodRun", "Row", "calibrate_for",
+           "check_budget_runs", "check_methods", "check_minimums", "check_seeds", "compare",
+           "method_options", "pick_at", "predicted_seconds", "settings"]

@@ -3,10 +3,12 @@
 For every learned segment value lambda keep the tangents Z = d theta / d lambda and
 C = d v / d lambda (each of size P). With H_t the minibatch Hessian at theta_t, step t does
 
-    C <- mu_t * C + H_t Z + omega_t * Z + [lambda is the active momentum value]     * v_t
-                                        + [lambda is the active weight-decay value] * theta_t
-    Z <- Z - eta_t * C_new - [lambda is the active learning-rate value] * v_{t+1}
+    C <- mu_t * C + H_t Z + omega_t * Z + [lambda is the active momentum value]     * s_t v_t
+                                        + [lambda is the active weight-decay value] * s_t theta_t
+    Z <- Z - eta_t * C_new - [lambda is the active learning-rate value] * s_t v_{t+1}
 
+(s_t = d h_t / d lambda: 1, or the base shape's factor of a shaped hyperparameter,
+:meth:`fdshpo.Schedule.scale`)
 alongside the inner step of :mod:`fdshpo.inner`, and at the end
 
     hypergradient[lambda] = grad L_val(theta_T) . Z_T[lambda]            (exact; no rescaling)
@@ -89,6 +91,16 @@ class TangentColumns:
             if n == name and k == segment:
                 return i
         raise KeyError((name, segment))
+
+
+def _add_scaled(target: torch.Tensor, x: torch.Tensor, scale: float) -> None:
+    """target += scale * x in place; d h_t / d lambda = scale for a shaped hyperparameter."""
+    if scale == 1.0:
+        target.add_(x)
+    elif scale == -1.0:
+        target.sub_(x)
+    else:
+        target.add_(x, alpha=scale)
 
 
 class ForwardState(NamedTuple):
@@ -233,12 +245,15 @@ class ForwardEngine:
         new_theta, new_velocity = sgd_momentum_update(theta, velocity, grad, eta, mu, omega)
         C_live.mul_(mu).add_(hvps).add_(Z_live, alpha=omega)
         if "momentum" in self._column:
-            C_live[self._active("momentum", t)].add_(velocity)
+            _add_scaled(C_live[self._active("momentum", t)], velocity,
+                        self.schedule.scale("momentum", t))
         if "weight_decay" in self._column:
-            C_live[self._active("weight_decay", t)].add_(theta)
+            _add_scaled(C_live[self._active("weight_decay", t)], theta,
+                        self.schedule.scale("weight_decay", t))
         Z_live.add_(C_live, alpha=-eta)
         if "lr" in self._column:
-            Z_live[self._active("lr", t)].sub_(new_velocity)
+            _add_scaled(Z_live[self._active("lr", t)], new_velocity,
+                        -self.schedule.scale("lr", t))
         losses[t] = loss.detach()
         t += 1
         if t % self.check_every == 0 or t == self.schedule.num_steps:

@@ -16,6 +16,16 @@ weight decay, a momentum near 1) moves as fast, relatively, as a large one; mome
 1 - mu, so momentum 0 is no trap. A multiplicative learning rate or weight decay never reaches 0:
 its lower bound must be positive.
 
+With ``backtrack=True`` the update also sees the validation loss L_s of the schedule lambda_s
+that produced h (a sign-descent line search; every outer step measures L_s anyway):
+
+    if L_s <= L_best:   lambda_best, L_best, h_best <- lambda_s, L_s, h;  step as above
+    else:               every step size s <- s * decay, and step again from lambda_best along
+                        -sign(h_best) (h, measured at a worse point, is not used)
+
+so the search never wanders away from the best schedule it has measured: a step that made the
+loss worse is retried shorter (a diverged run, L_s = inf, too).
+
 A value has converged when its step is small against the value (s < tol * |lambda| for additive
 steps, s < tol for multiplicative ones, whose s is already relative), or when it sits at a bound
 and its last hypergradient pushes it outwards (the constrained optimum of the sign descent: a
@@ -36,28 +46,47 @@ from .schedule import HYPERPARAMETERS, Schedule, check_names
 
 #: Initial outer step sizes per hyperparameter type (the paper's reference values).
 DEFAULT_STEP_SIZES: dict[str, float] = {"lr": 0.1, "momentum": 0.1, "weight_decay": 3e-4}
+#: Step-size factor on a sign flip, and the convergence tolerance (the paper's values).
+DEFAULT_DECAY: float = 0.5
+DEFAULT_TOL: float = 0.05
 #: The kinds of step a learned value can take (module docstring).
 STEP_KINDS = ("additive", "multiplicative")
 
 
 @dataclass(frozen=True)
 class SignState:
-    """Per learned value: current step size and last non-zero hypergradient sign (0 = none yet)."""
+    """Per learned value: current step size and last non-zero hypergradient sign (0 = none yet).
+
+    With backtracking also the best validation loss seen, and the learned values and
+    hypergradient signs of the schedule that had it (``best_values`` None before the first).
+    """
 
     step_sizes: dict[str, torch.Tensor]
     signs: dict[str, torch.Tensor]
     count: int = 0
+    best_loss: float = math.inf
+    best_values: dict[str, torch.Tensor] | None = None
+    best_signs: dict[str, torch.Tensor] | None = None
 
     def to_dict(self) -> dict:
-        return {"step_sizes": {n: v.tolist() for n, v in self.step_sizes.items()},
-                "signs": {n: v.tolist() for n, v in self.signs.items()},
-                "count": self.count}
+        def lists(d):
+            return None if d is None else {n: v.tolist() for n, v in d.items()}
+
+        return {"step_sizes": lists(self.step_sizes), "signs": lists(self.signs),
+                "count": self.count,
+                "best_loss": None if math.isinf(self.best_loss) else self.best_loss,
+                "best_values": lists(self.best_values), "best_signs": lists(self.best_signs)}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> SignState:
-        return cls({n: torch.tensor(v, dtype=torch.float64) for n, v in data["step_sizes"].items()},
-                   {n: torch.tensor(v, dtype=torch.float64) for n, v in data["signs"].items()},
-                   int(data.get("count", 0)))
+        def tensors(d):
+            return None if d is None else {n: torch.tensor(v, dtype=torch.float64)
+                                           for n, v in d.items()}
+
+        best = data.get("best_loss")
+        return cls(tensors(data["step_sizes"]), tensors(data["signs"]), int(data.get("count", 0)),
+                   math.inf if best is None else float(best), tensors(data.get("best_values")),
+                   tensors(data.get("best_signs")))
 
 
 class SignOptimizer:
@@ -70,12 +99,15 @@ class SignOptimizer:
         decay: factor applied to a value's step size when its hypergradient's sign flips, in (0, 1].
         tol: convergence tolerance (module docstring).
         multiplicative: the learned names that take multiplicative steps (the others additive).
+        backtrack: step from the best schedule measured so far when the validation loss got
+            worse (module docstring); ``update`` then needs ``val_loss``.
 
     The optimiser is stateless; its state is the explicit :class:`SignState`.
     """
 
-    def __init__(self, step_sizes: Mapping[str, float] | None = None, decay: float = 0.5,
-                 tol: float = 0.05, multiplicative: Sequence[str] = ()) -> None:
+    def __init__(self, step_sizes: Mapping[str, float] | None = None,
+                 decay: float = DEFAULT_DECAY, tol: float = DEFAULT_TOL,
+                 multiplicative: Sequence[str] = (), backtrack: bool = False) -> None:
         step_sizes = dict(DEFAULT_STEP_SIZES if step_sizes is None else step_sizes)
         if not step_sizes:
             raise ValueError("step_sizes is empty; give a step size for each learned name")
@@ -99,6 +131,7 @@ class SignOptimizer:
         self.decay = float(decay)
         self.tol = float(tol)
         self.multiplicative = tuple(n for n in HYPERPARAMETERS if n in multiplicative)
+        self.backtrack = bool(backtrack)
 
     @property
     def learn(self) -> tuple[str, ...]:
@@ -133,12 +166,15 @@ class SignOptimizer:
         return SignState(sizes, signs, 0)
 
     def update(self, schedule: Schedule, hypergradients: Mapping[str, torch.Tensor],
-               state: SignState) -> tuple[Schedule, SignState]:
+               state: SignState, val_loss: float | None = None) -> tuple[Schedule, SignState]:
         """Apply one sign step; returns the new schedule and state (inputs are not modified).
+
+        ``val_loss`` is the validation loss of ``schedule`` (needed with ``backtrack``).
 
         Raises:
             ValueError: a learned name is missing, a shape differs from the schedule's, or a
-                hypergradient is non-finite (nothing is applied then).
+                hypergradient is non-finite (nothing is applied then); no ``val_loss`` with
+                ``backtrack``.
         """
         grads = {}
         for name in self.step_sizes:
@@ -155,6 +191,18 @@ class SignOptimizer:
                     f"hypergradient for {name!r} is not finite at segment(s) {bad} ({g.tolist()});"
                     " the outer update was not applied")
             grads[name] = g
+        if self.backtrack:
+            if val_loss is None:
+                raise ValueError("a backtracking SignOptimizer needs the validation loss of the "
+                                 "schedule: update(schedule, hypergradients, state, val_loss)")
+            if val_loss > state.best_loss:  # worse than the best: shorter steps from the best
+                sizes = {n: v * self.decay for n, v in state.step_sizes.items()}
+                best = schedule.with_values(state.best_values)
+                values = {n: self._step(n, best, state.best_signs[n], sizes[n])
+                          for n in self.step_sizes}
+                return (schedule.with_values(values),
+                        SignState(sizes, state.signs, state.count + 1, state.best_loss,
+                                  state.best_values, state.best_signs))
         new_values, new_sizes, new_signs = {}, {}, {}
         for name, g in grads.items():
             sign = torch.sign(g)
@@ -164,8 +212,11 @@ class SignOptimizer:
             new_values[name] = self._step(name, schedule, sign, sizes)
             new_sizes[name] = sizes
             new_signs[name] = torch.where(sign != 0, sign, state.signs[name])
+        best = (state.best_loss, state.best_values, state.best_signs)
+        if self.backtrack:
+            best = (float(val_loss), {n: schedule.values[n] for n in self.step_sizes}, new_signs)
         return (schedule.with_values(new_values),
-                SignState(new_sizes, new_signs, state.count + 1))
+                SignState(new_sizes, new_signs, state.count + 1, *best))
 
     def _step(self, name: str, schedule: Schedule, sign: torch.Tensor, sizes: torch.Tensor
               ) -> torch.Tensor:

@@ -11,7 +11,7 @@ From a :class:`~fdshpo.tune_state.TuneState` with schedule lambda_s:
             "lower_lr"  h = +1 on every learning-rate segment, 0 elsewhere, so the sign step
                         lowers every learning rate by its step size (the step is still paid for)
             "raise"     InnerRunDiverged naming the replica, the inner step and the values
-        lambda_{s+1}, sign state = optimizer.update(lambda_s, h, sign state)
+        lambda_{s+1}, sign state = optimizer.update(lambda_s, h, sign state, mean loss)
         record: the schedule used, h, each replica's h and loss, the step sizes after, and the
                 compute spent (the sum of the replicas' seconds, however they ran)
 
@@ -194,14 +194,16 @@ class OuterStep:
                                    first["hyperparameters"])
         h = (diverged_hypergradient(state.schedule, self.learn) if diverged
              else mean_hypergradient(results))
-        schedule, opt_state = self.optimizer.update(state.schedule, h, state.optimizer_state)
-        converged = self.optimizer.converged(schedule, opt_state)
         losses = [r.val_loss for r in results]
+        val_loss = math.fsum(losses) / len(losses)
+        schedule, opt_state = self.optimizer.update(state.schedule, h, state.optimizer_state,
+                                                    val_loss)
+        converged = self.optimizer.converged(schedule, opt_state)
         record = OuterStepRecord(
             outer_step=s, schedule=state.schedule.to_dict(),
             hypergradients={n: g.tolist() for n, g in h.items()},
             replica_hypergradients=[r.grads for r in results if r.grads is not None],
-            val_loss=math.fsum(losses) / len(losses), replica_val_losses=losses,
+            val_loss=val_loss, replica_val_losses=losses,
             step_sizes={n: v.tolist() for n, v in opt_state.step_sizes.items()},
             seconds=math.fsum(r.seconds for r in results), converged=converged,
             diverged_replicas=[r.replica for r in diverged])

@@ -14,6 +14,10 @@ With ``val_index`` set (e.g. from a prepared bundle, :func:`fdshpo.data.load_pre
 outer step uses that fixed held-out split instead. ``augment=True`` applies the seeded random
 crop (4 pixels) and horizontal flip of :func:`fdshpo.data.random_crop_flip` to training batches
 (the CIFAR-10 recipe).
+
+The split tensors of the last outer step asked for are kept on the device, so the many trials of a
+search (all on outer step 0) copy the training split once rather than once per trial (measured:
+0.1 s of a 0.6 s trial on full Fashion-MNIST). They are only read, never written.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class ClassificationProblem:
     augment: bool = False
     init: str = "default"
     val_index: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    _split_cache: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @classmethod
     def from_prepared(cls, prepared, network: str = "lenet", fixed_split: bool = True,
@@ -84,13 +89,22 @@ class ClassificationProblem:
                           self.init_seed(replica) if seed is None else seed, init=self.init)
         return net.to(device=self.device, dtype=self.dtype)
 
+    def split_tensors(self, outer_step: int) -> tuple[torch.Tensor, ...]:
+        """(train_x, train_y, val_x, val_y) of ``outer_step`` on the device, in the dtype (the
+        last outer step's are cached; see the module docstring)."""
+        cached = self._split_cache.get(outer_step)
+        if cached is None:
+            ds = self.dataset
+            train_index, val_index = (i.to(self.device) for i in self.split(outer_step))
+            x = ds.train_images.to(self.device, self.dtype)
+            y = ds.train_labels.to(self.device)
+            cached = (x[train_index], y[train_index], x[val_index], y[val_index])
+            self._split_cache.clear()
+            self._split_cache[outer_step] = cached
+        return cached
+
     def __call__(self, outer_step: int, replica: int, num_steps: int) -> InnerTask:
-        ds = self.dataset
-        train_index, val_index = self.split(outer_step)
-        x = ds.train_images.to(self.device, self.dtype)
-        y = ds.train_labels.to(self.device)
-        train_x, train_y = x[train_index.to(self.device)], y[train_index.to(self.device)]
-        val_x, val_y = x[val_index.to(self.device)], y[val_index.to(self.device)]
+        train_x, train_y, val_x, val_y = self.split_tensors(outer_step)
         train = self.batches(train_x, train_y, num_steps, self.order_seed(outer_step, replica))
         return InnerTask(self.model(replica), train, eval_batches(val_x, val_y,
                                                                   self.val_batch_size))

@@ -9,6 +9,15 @@ so the segments are contiguous and near-equal (their ends may fall mid-epoch). S
 starts at step ``ceil(k * T / n_h)``. Values are stored as float64 1-D tensors, one per
 hyperparameter type; bounds ``[lower, upper]`` live here, in one place, and every value must lie
 inside its bounds.
+
+A hyperparameter may have a base shape s_h (:mod:`fdshpo.shapes`; default ``constant``, s = 1):
+its value at step t is then
+
+    h_t = lambda_{h, k_h(t)} * s_h(t / T)           e.g. linear: s(t / T) = 1 - t / T
+
+so the learned segment values scale a fixed shape (a linear decay to zero, say) rather than
+being the values themselves; d h_t / d lambda_{h, k} = s_h(t / T) on segment k
+(:meth:`Schedule.scale`), and the shape stretches with the horizon.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .segments import HYPERPARAMETERS, segment_index, segment_start
+from .shapes import SHAPES, shape_values
 
 __all__ = ["DEFAULT_BOUNDS", "HYPERPARAMETERS", "Schedule", "check_names", "segment_index",
            "segment_start"]
@@ -59,6 +69,7 @@ class Schedule:
         num_steps: the horizon T (number of inner steps), >= 1.
         values: ``{name: 1-D tensor of segment values}`` for every name in ``HYPERPARAMETERS``.
         bounds: optional ``{name: (lower, upper)}`` overriding ``DEFAULT_BOUNDS``.
+        shapes: optional ``{name: shape}`` base shapes (module docstring); default constant.
 
     Raises:
         ValueError: unknown or missing names, a segment count larger than the horizon,
@@ -68,6 +79,7 @@ class Schedule:
     num_steps: int
     values: Mapping[str, torch.Tensor]
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    shapes: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool):
@@ -76,6 +88,7 @@ class Schedule:
             raise ValueError(f"num_steps must be at least 1, got {self.num_steps}")
         check_names(list(self.values))
         check_names(list(self.bounds), "bound")
+        check_names(list(self.shapes), "shape")
         missing = [n for n in HYPERPARAMETERS if n not in self.values]
         if missing:
             raise ValueError(
@@ -100,8 +113,16 @@ class Schedule:
                     f"{name!r} values {values[name].tolist()} lie outside the bounds "
                     f"[{lower}, {upper}]; change the initial value or widen the bounds"
                 )
+        shapes = {n: str(self.shapes.get(n, "constant")) for n in HYPERPARAMETERS}
+        bad = {n: v for n, v in shapes.items() if v not in SHAPES}
+        if bad:
+            raise ValueError(f"unknown schedule shape(s) {bad}; known shapes are {list(SHAPES)}")
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "bounds", bounds)
+        object.__setattr__(self, "shapes", shapes)
+        object.__setattr__(self, "_scales", {
+            n: None if shape == "constant" else shape_values(shape, self.num_steps, 1.0).tolist()
+            for n, shape in shapes.items()})
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
@@ -113,10 +134,12 @@ class Schedule:
         weight_decay: float = 0.0,
         segments: Mapping[str, int] | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
+        shapes: Mapping[str, str] | None = None,
     ) -> Schedule:
         """A schedule whose every segment of each hyperparameter holds the given value.
 
-        ``segments`` maps names to segment counts (default 1 each).
+        ``segments`` maps names to segment counts (default 1 each); ``shapes`` names base
+        shapes (default constant).
         """
         segments = dict(segments or {})
         check_names(list(segments), "segment")
@@ -126,16 +149,17 @@ class Schedule:
         init = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         values = {n: torch.full((segments.get(n, 1),), float(v), dtype=torch.float64)
                   for n, v in init.items()}
-        return cls(num_steps=num_steps, values=values, bounds=dict(bounds or {}))
+        return cls(num_steps=num_steps, values=values, bounds=dict(bounds or {}),
+                   shapes=dict(shapes or {}))
 
     def with_values(self, values: Mapping[str, torch.Tensor]) -> Schedule:
         """The same horizon and bounds with some (or all) values replaced."""
         merged = {n: values.get(n, self.values[n]) for n in HYPERPARAMETERS}
-        return Schedule(self.num_steps, merged, self.bounds)
+        return Schedule(self.num_steps, merged, self.bounds, self.shapes)
 
     def stretched(self, num_steps: int) -> Schedule:
-        """The same segment values over a new horizon (e.g. the retraining run's)."""
-        return Schedule(num_steps, self.values, self.bounds)
+        """The same segment values and shapes over a new horizon (e.g. the retraining run's)."""
+        return Schedule(num_steps, self.values, self.bounds, self.shapes)
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -149,12 +173,18 @@ class Schedule:
         return segment_index(step, self.values[name].numel(), self.num_steps)
 
     def at(self, step: int) -> dict[str, float]:
-        """``{name: value}`` in force at inner step ``step`` (0 <= step < num_steps)."""
+        """``{name: value}`` in force at inner step ``step`` (0 <= step < num_steps): the
+        segment value times the base shape's scale there."""
         self._check_step(step)
         return {
-            n: float(v[segment_index(step, v.numel(), self.num_steps)])
+            n: float(v[segment_index(step, v.numel(), self.num_steps)]) * self.scale(n, step)
             for n, v in self.values.items()
         }
+
+    def scale(self, name: str, step: int) -> float:
+        """s_h(t / T): the base shape's factor at ``step``, i.e. d h_t / d lambda_{h, k(t)}."""
+        scales = self._scales[name]
+        return 1.0 if scales is None else scales[step]
 
     def _check_step(self, step: int) -> None:
         if not 0 <= step < self.num_steps:
@@ -168,6 +198,7 @@ class Schedule:
             "values": {n: v.tolist() for n, v in self.values.items()},
             "bounds": {n: [None if math.isinf(b) else b for b in self.bounds[n]]
                        for n in HYPERPARAMETERS},
+            "shapes": dict(self.shapes),
         }
 
     @classmethod
@@ -180,7 +211,8 @@ class Schedule:
         for name, (lower, upper) in dict(data.get("bounds") or {}).items():
             bounds[name] = (-math.inf if lower is None else float(lower),
                             math.inf if upper is None else float(upper))
-        return cls(int(data["num_steps"]), dict(data["values"]), bounds)
+        return cls(int(data["num_steps"]), dict(data["values"]), bounds,
+                   dict(data.get("shapes") or {}))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -193,10 +225,13 @@ class Schedule:
         if not isinstance(other, Schedule):
             return NotImplemented
         return (self.num_steps == other.num_steps and self.bounds == other.bounds
+                and self.shapes == other.shapes
                 and all(torch.equal(self.values[n], other.values[n]) for n in HYPERPARAMETERS))
 
     __hash__ = None  # mutable tensors inside: not hashable
 
     def __repr__(self) -> str:
         vals = ", ".join(f"{n}={[round(x, 6) for x in v.tolist()]}" for n, v in self.values.items())
-        return f"Schedule(num_steps={self.num_steps}, {vals})"
+        shapes = ", ".join(f"{n}: {v}" for n, v in self.shapes.items() if v != "constant")
+        return f"Schedule(num_steps={self.num_steps}, {vals}" + (
+            f", shapes={{{shapes}}})" if shapes else ")")

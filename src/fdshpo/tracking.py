@@ -338,8 +338,9 @@ def latest_finished(store: ArtifactStore, experiment: str) -> tuple[str, Schedul
     """
     try:
         pointer = latest_run(store, experiment)
-    except IntegrityError as exc:
-        warnings.warn(f"{exc}; using the newest complete run in the index", stacklevel=2)
+    except (IntegrityError, ValueError) as exc:
+        warnings.warn(f"{latest_pointer(experiment)} is damaged ({exc}); warm-starting from "
+                      "the newest complete run record in the index instead", stacklevel=2)
         complete = retrying(lambda: [e for e in unique_entries(store, experiment)
                                      if e["status"] == "complete"])
         if not complete:

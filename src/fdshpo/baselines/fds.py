@@ -39,11 +39,11 @@ def fds_method(problem: ClassificationProblem, space: SearchSpace, budget: float
                step_sizes: Mapping[str, float] | None = None, replicas: int = 1,
                init: Mapping[str, float] | None = None, decay: float = 0.5,
                tol: float = 0.05, multiplicative: Sequence[str] = (),
-               select: str = "best") -> MethodResult:
+               backtrack: bool = False, select: str = "best") -> MethodResult:
     """Budgeted FDS (see module docstring). ``seed`` is unused: FDS is deterministic given the
     problem, whose own seed fixes splits, initialisation and batch order."""
     del seed
-    outer = OuterStep(SignOptimizer(step_sizes, decay, tol, multiplicative), replicas)
+    outer = OuterStep(SignOptimizer(step_sizes, decay, tol, multiplicative, backtrack), replicas)
     state = outer.init(initial_schedule(space, init))
     select_schedule(state, select)  # a bad rule fails before any work
     per_outer = Ledger()

@@ -14,11 +14,16 @@ is one HD run over the horizon (its cost: T plain steps, the extra dot product i
 counted) scored on the validation split. The schedule it returns is the learning-rate trajectory
 eta_0 .. eta_{T-1} of the best trial (one segment per step) with constant mu and omega: retraining
 replays that trajectory rather than adapting online again.
+
+Fair start: the first trial is enqueued as (eta_0, beta, mu, omega) = (the initial lr at step 0,
+the lower end of the beta range, the initial momentum and weight decay at step 0): the nearest
+HD run to the initial schedule (beta -> 0 keeps eta_0 constant; eta_0 is used exactly at step 0,
+where v_0 = 0).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import optuna
 import torch
@@ -29,7 +34,8 @@ from ..flat import ParamLayout
 from ..inner import InnerState, LossFn, init_state, load_state, loss_and_grad, sgd_momentum_update
 from ..problem import ClassificationProblem
 from ..schedule import Schedule
-from .search import run_study
+from .fds import initial_schedule
+from .search import constant_params, run_study, trial_cost
 from .space import DIVERGED_LOSS, MethodResult, SearchSpace, score_model, validation_examples
 
 #: Default log-uniform range of the hyper-learning-rate beta.
@@ -69,7 +75,8 @@ def hd_train(model: nn.Module, loss_fn: LossFn, batches: Iterable, num_steps: in
 
 def hd_search(problem: ClassificationProblem, space: SearchSpace, budget: float,
               cost_model: CostModel, seed: int = 0,
-              beta_range: tuple[float, float] = BETA_RANGE) -> MethodResult:
+              beta_range: tuple[float, float] = BETA_RANGE,
+              init: Mapping[str, object] | None = None) -> MethodResult:
     """TPE over HD's (eta_0, beta, mu, omega); returns the best trial's lr trajectory."""
     T = space.num_steps
 
@@ -92,6 +99,7 @@ def hd_search(problem: ClassificationProblem, space: SearchSpace, budget: float,
                                                            omega)}, space.bounds)
         return loss, trial_ledger(T, validation_examples(problem)), schedule
 
-    cost = trial_ledger(T, validation_examples(problem)).cost(cost_model)
-    return run_study("hd", optuna.samplers.TPESampler(seed=seed), run_trial, budget, cost,
-                     cost_model, {"beta_range": list(beta_range)})
+    first = {**constant_params(initial_schedule(space, init)), "beta": beta_range[0]}
+    return run_study("hd", optuna.samplers.TPESampler(seed=seed), run_trial, budget,
+                     trial_cost(problem, space, cost_model), cost_model,
+                     {"beta_range": list(beta_range)}, first=first)

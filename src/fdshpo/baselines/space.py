@@ -1,10 +1,14 @@
 """The search space every method shares, the result every method returns, and trial scoring.
 
 A :class:`SearchSpace` is FDS's own: the horizon T, the segment counts per hyperparameter (e.g.
-(7, 1, 1)) and finite bounds. Every method — FDS, greedy, random search, TPE, fixed shapes —
-searches it and returns a :class:`MethodResult`: the schedule it picked, its validation loss, the
-work it did (a :class:`~fdshpo.budget.Ledger`), and its incumbents (the schedule it would have
-returned at each point of its spend), so accuracy can be plotted against budget.
+(7, 1, 1)), finite bounds and the base shapes the segment values scale (e.g. a linear decay of
+the learning rate, :mod:`fdshpo.shapes`; default constant), plus the horizon T_f of the final
+training job. Methods search on T (which may be shorter than T_f) and their pick is stretched to
+T_f when it is retrained (:meth:`fdshpo.Schedule.stretched`); a multi-fidelity search trains at
+T_f itself. Every method (FDS, greedy, random search, TPE, fixed shapes, Hyperband) searches it
+and returns a :class:`MethodResult`: the schedule it picked, its validation loss, the work it did
+(a :class:`~fdshpo.budget.Ledger`), and its incumbents (the schedule it would have returned at
+each point of its spend), so accuracy can be plotted against budget.
 
 Trials are scored with :func:`evaluate_schedule`: train the problem's network (replica 0) on
 outer step 0's training split with the schedule, and take the mean cross-entropy on that step's
@@ -34,7 +38,8 @@ DIVERGED_LOSS = 1e6
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Horizon, segment counts and finite bounds shared by every method.
+    """Horizon, segment counts and finite bounds shared by every method, and the final horizon
+    (``final_steps``, default ``num_steps``).
 
     Raises ValueError for unknown names, a non-positive segment count or horizon, or a bound
     that is infinite or empty (random search and TPE need finite ranges).
@@ -43,10 +48,16 @@ class SearchSpace:
     num_steps: int
     segments: Mapping[str, int]
     bounds: Mapping[str, tuple[float, float]]
+    shapes: Mapping[str, str] = field(default_factory=dict)
+    final_steps: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_steps, int) or self.num_steps < 1:
             raise ValueError(f"the horizon must be a positive int, got {self.num_steps!r}")
+        final = self.num_steps if self.final_steps is None else self.final_steps
+        if not isinstance(final, int) or final < 1:
+            raise ValueError(f"the final horizon must be a positive int, got {final!r}")
+        object.__setattr__(self, "final_steps", final)
         check_names(list(self.segments), "segment")
         check_names(list(self.bounds), "bound")
         segments = {n: int(self.segments.get(n, 1)) for n in HYPERPARAMETERS}
@@ -65,6 +76,8 @@ class SearchSpace:
             bounds[name] = (lower, upper)
         object.__setattr__(self, "segments", segments)
         object.__setattr__(self, "bounds", bounds)
+        object.__setattr__(self, "shapes", Schedule(1, {n: [0.0] for n in HYPERPARAMETERS},
+                                                    shapes=self.shapes).shapes)
 
     def schedule(self, values: Mapping[str, object]) -> Schedule:
         """A schedule over this space's horizon and bounds; a scalar fills all segments."""
@@ -72,7 +85,7 @@ class SearchSpace:
         for name in HYPERPARAMETERS:
             v = torch.as_tensor(values[name], dtype=torch.float64).reshape(-1)
             full[name] = v.expand(self.segments[name]).clone() if v.numel() == 1 else v
-        return Schedule(self.num_steps, full, self.bounds)
+        return Schedule(self.num_steps, full, self.bounds, self.shapes)
 
     def constant(self, lr: float, momentum: float, weight_decay: float) -> Schedule:
         return self.schedule({"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
@@ -83,8 +96,10 @@ class SearchSpace:
                    for n, v in schedule.values.items())
 
     def to_dict(self) -> dict:
-        return {"num_steps": self.num_steps, "segments": dict(self.segments),
-                "bounds": {n: list(b) for n, b in self.bounds.items()}}
+        return {"num_steps": self.num_steps, "final_steps": self.final_steps,
+                "segments": dict(self.segments),
+                "bounds": {n: list(b) for n, b in self.bounds.items()},
+                "shapes": dict(self.shapes)}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,17 @@
-"""``fdshpo compare CONFIG --methods fds,random,tpe,hd,cosine``: FDS vs baselines at equal budget.
+"""``fdshpo compare CONFIG``: which method gives the best final model for N runs' compute?
 
-The config gives the problem (data, network, batch size, validation fraction, seed), the search
-space (horizon, segments, bounds: they must be finite), FDS's settings (initial values, step
-sizes, decay, tol, ``outer.max_steps``, replicas) and the retraining horizon. Every method gets
-FDS's planned spend unless ``--budget`` is given. Writes comparison.{csv,md,json} and two plots
-to ``--out`` (default ``./fdshpo-compare/<experiment>``) and, unless ``--no-store``, to the
-config's store under ``experiments/<experiment>/comparisons/<name>/``.
+The config gives the problem (data, network and its initialisation, batch sizes, validation
+fraction, augmentation, seed), the search space (``schedule``: horizon, segments, initial values,
+bounds, which must be finite), FDS's settings (``outer``), the final job (``retrain.horizon``,
+default the schedule's horizon) and the comparison's own settings (``compare``: methods, seeds,
+budget runs; the flags below override them). Every method gets a budget of N runs of the final
+job for each N, starts from ``schedule.initial`` and has its pick retrained over the final
+horizon and tested (:mod:`fdshpo.compare`).
+
+Writes comparison.{csv,md,json} and two plots to ``--out`` (default
+``./fdshpo-compare/<experiment>``) and, unless ``--no-store``, to the config's store under
+``experiments/<experiment>/comparisons/<name>/``. ``--out``'s ``partial.jsonl`` records every
+finished (seed, method): rerunning the same command resumes from it.
 """
 
 from __future__ import annotations
@@ -18,20 +24,21 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "compare", help="run FDS and baselines at equal budget; write a table and plots",
+        "compare", help="FDS vs baselines at budgets of N final-job runs; tables and plots",
         description=__doc__.splitlines()[0])
-    parser.add_argument("config", help="experiment YAML (see configs/demo.yaml)")
-    parser.add_argument("--methods", default="fds,random,tpe,hd,cosine",
-                        help="comma-separated; known: fds, greedy, hd, random, tpe, constant, "
-                             "step, cosine, linear (default: %(default)s)")
+    parser.add_argument("config", help="experiment YAML (e.g. configs/bench-cpu-fmnist-mlp.yaml)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated (default: compare.methods, else "
+                             "fds,random,hd,constant,step,cosine,linear,hyperband); also known: "
+                             "tpe, greedy")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="seeds (default: the config's seed)")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="plain-SGD-step equivalents per method and seed "
-                             "(default: FDS's planned spend)")
-    parser.add_argument("--fractions", type=float, nargs="*", default=[0.25, 0.5],
-                        help="budget fractions where incumbents are also scored")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+                        help="seeds (default: compare.seeds, else the config's seed)")
+    parser.add_argument("--budget-runs", type=float, nargs="+", default=None, metavar="N",
+                        help="budgets in runs of the final job (default: compare.budget_runs, "
+                             "else 2 4 8 16)")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, or auto: cuda when the config asks for GPUs "
+                             "(resources.gpus) and one is visible (default auto)")
     parser.add_argument("--out", default=None, help="local output folder")
     parser.add_argument("--name", default=None, help="comparison name (default: a timestamp)")
     parser.add_argument("--no-store", action="store_true", help="write only to --out")
@@ -39,51 +46,112 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build(config, device: str):
-    """(problem, space, method options, retrain steps) from an ExperimentConfig."""
+    """(problem, space, initial values, method options) from an ExperimentConfig."""
     from ..baselines import SearchSpace
     from ..data import load_dataset
     from ..errors import UserError
-    from ..problem import ClassificationProblem
 
-    dataset = load_dataset(config.data.dataset, root=config.data.root)
-    problem = ClassificationProblem(dataset, config.network, batch_size=config.data.batch_size,
-                                    val_fraction=config.data.val_fraction, seed=config.seed,
-                                    device=device)
+    problem = config.problem(load_dataset(config.data.dataset, root=config.data.root), device)
     s = config.schedule
     try:
         space = SearchSpace(s.horizon, s.segments, {n: tuple(b) for n, b in s.bounds.items()
-                                                    if b is not None})
+                                                    if b is not None},
+                            shapes=s.shapes, final_steps=config.retrain.horizon)
     except (ValueError, TypeError) as exc:
         raise UserError(f"schedule.bounds: {exc}; compare needs finite bounds for lr, momentum "
                         "and weight_decay, e.g. bounds: {lr: [0, 1], momentum: [0, 0.99], "
                         "weight_decay: [0, 0.01]}") from None
     o = config.outer
     fds = {"outer_steps": o.max_steps, "replicas": o.replicas, "step_sizes": o.step_sizes,
-           "init": s.initial, "decay": o.decay, "tol": o.tol}
-    greedy = {k: fds[k] for k in ("step_sizes", "init", "decay", "tol")}
-    return problem, space, {"fds": fds, "greedy": greedy}, config.retrain.horizon
+           "decay": o.decay, "tol": o.tol, "multiplicative": o.multiplicative,
+           "backtrack": o.backtrack, "select": o.select}
+    greedy = {k: fds[k] for k in ("step_sizes", "decay", "tol")}
+    return problem, space, dict(s.initial), {"fds": fds, "greedy": greedy}
+
+
+def request(args: argparse.Namespace, config) -> tuple[list[str], list[int], list[float]]:
+    """(methods, seeds, budget runs): the flags, else the config's ``compare`` section, else the
+    defaults; validated with messages naming the flag or key."""
+    from ..compare import (
+        BUDGET_RUNS,
+        DEFAULT_METHODS,
+        check_budget_runs,
+        check_methods,
+        check_seeds,
+    )
+    from ..errors import UserError
+
+    c = config.compare
+    methods = ([m.strip() for m in args.methods.split(",") if m.strip()] if args.methods
+               else list(c.methods or DEFAULT_METHODS))
+    seeds = list(args.seeds or c.seeds or [config.seed])
+    runs = list(args.budget_runs or c.budget_runs or BUDGET_RUNS)
+    for check, value, flag, key in ((check_methods, methods, args.methods, "methods"),
+                                     (check_seeds, seeds, args.seeds, "seeds"),
+                                     (check_budget_runs, runs, args.budget_runs, "budget_runs")):
+        try:
+            check(value)
+        except ValueError as exc:
+            where = f"--{key.replace('_', '-')}" if flag else f"compare.{key}"
+            raise UserError(f"{where}: {exc}") from None
+    return methods, seeds, runs
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare, to_markdown, write_outputs
+    from ..compare import (
+        calibrate_for,
+        check_minimums,
+        compare,
+        method_options,
+        predicted_seconds,
+        settings,
+    )
+    from ..compare_outputs import Journal, to_markdown, write_outputs
     from ..config import load_config
+    from ..errors import UserError
+    from ..runtime import device_for, set_threads
 
     config = load_config(args.config)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    problem, space, options, retrain_steps = build(config, args.device)
-    seeds = args.seeds if args.seeds else [config.seed]
-    name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    methods, seeds, runs = request(args, config)
+    device = device_for(config) if args.device == "auto" else args.device
+    threads = set_threads(config)
+    problem, space, initial, options = build(config, device)
     out = Path(args.out or Path("fdshpo-compare") / config.experiment)
+    name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    try:
+        journal = Journal(out / "partial.jsonl",
+                          settings(problem, space, sorted(set(runs)), initial, options))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    cost_model = journal.cost_model or calibrate_for(replace(problem, seed=seeds[0]), space,
+                                                     initial)
+    try:
+        check_minimums(problem, space, methods, runs, cost_model,
+                       method_options(methods, initial, options))
+    except ValueError as exc:
+        raise UserError(f"--budget-runs / compare.budget_runs: {exc}") from None
+    journal.start(cost_model)
+    done = [r for r in journal.runs if r.method in methods and r.seed in seeds]
+    left = len(methods) * len(seeds) - len(done)
+    predicted = predicted_seconds(space, cost_model, methods, seeds, runs)
+    print(f"{problem.dataset.name}, {problem.network}, search horizon {space.num_steps} steps, "
+          f"final job {space.final_steps} steps; plain step "
+          f"{1e3 * cost_model.seconds_per_step:.2f} ms on {device} ({threads} threads); "
+          f"{len(methods)} methods x {len(seeds)} seeds, budgets {runs} runs; modelled time: "
+          f"searches {predicted['search'] / 60:.1f} min + retraining at most "
+          f"{predicted['retrain_at_most'] / 60:.1f} min"
+          + (f"; resuming: {len(done)} finished, {left} to run" if done else ""), flush=True)
 
-    def progress(row):
-        print(f"seed {row.seed} {row.method:>8}: test accuracy {100 * row.test_accuracy:.2f}%, "
-              f"cost {row.cost:.0f} of {row.budget:.0f} plain steps, {row.seconds:.1f}s",
-              flush=True)
+    def progress(run):
+        accs = ", ".join(f"N={r.budget_runs:g}: {100 * r.test_accuracy:.2f}%"
+                         + (" (retrain diverged)" if r.retrain_diverged else "") for r in run.rows)
+        seconds = sum(s["seconds"] for s in run.searches)
+        print(f"seed {run.seed} {run.method:>9}: {accs}; search {seconds:.1f}s", flush=True)
+        journal.append(run)
 
-    comparison = compare(replace(problem, seed=seeds[0]), space, methods, seeds=seeds,
-                         budget=args.budget, retrain_steps=retrain_steps,
-                         budget_fractions=list(args.fractions) + [1.0], method_options=options,
-                         on_row=progress)
+    comparison = compare(problem, space, methods, seeds=seeds, budget_runs=runs,
+                         initial=initial, cost_model=cost_model, options=options, done=done,
+                         on_run=progress)
     store, prefix = None, None
     if not args.no_store:
         from ..store import open_store

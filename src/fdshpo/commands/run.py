@@ -27,12 +27,12 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace):
     """The validated config with ``--store`` applied."""
-    from ..config import load_config
+    from ..config import check_store_uri, load_config
 
     config = load_config(args.config)
     if getattr(args, "store", None):
-        config = dataclasses.replace(
-            config, store=dataclasses.replace(config.store, uri=args.store))
+        config = dataclasses.replace(config, store=dataclasses.replace(
+            config.store, uri=check_store_uri(args.store, "--store")))
     return config
 
 
@@ -51,7 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fdshpo.pipelines.local import run_inline, run_kfp_local
+    """Exit 0 after a finished run, 1 when a pipeline task failed (its name, error line and
+    log path are printed; FDSHPO_KFP_VERBOSE=1 raises with the full traceback instead)."""
+    import os
+
+    from fdshpo.pipelines.local import TaskFailed, run_inline, run_kfp_local
     from fdshpo.tracking import new_run_id
 
     from ..demo import format_schedule
@@ -68,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
         summary = run_inline(config, run_id, retune=retune,
                              progress=lambda line: print("  " + line, flush=True))
     else:
-        summary = run_kfp_local(config, run_id, retune=retune, pipeline_root=args.kfp_root)
+        try:
+            summary = run_kfp_local(config, run_id, retune=retune, pipeline_root=args.kfp_root)
+        except TaskFailed as exc:
+            if os.environ.get("FDSHPO_KFP_VERBOSE"):
+                raise
+            print(f"fdshpo: error: {exc}", file=sys.stderr)
+            return 1
     m = summary.metrics
     print(f"learned schedule after {summary.outer_steps} outer step(s)"
           + (" (converged)" if summary.converged else "") + ":\n"

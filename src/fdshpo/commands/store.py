@@ -1,5 +1,6 @@
-"""``fdshpo store serve|init``, and the ``--store`` / ``--s3-endpoint`` options every command
-that reads or writes a store shares (:func:`add_store_options`, :func:`store_from_args`)."""
+"""``fdshpo store serve|init|backup|restore``, and the ``--store`` / ``--s3-endpoint`` options
+every command that reads or writes a store shares (:func:`add_store_options`,
+:func:`store_from_args`)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def store_from_args(args: argparse.Namespace):
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("store", help="run a local S3 server, create a store")
+    parser = subparsers.add_parser("store", help="run a local S3 server, create, back up or "
+                                                 "restore a store")
     sub = parser.add_subparsers(dest="store_command", metavar="ACTION", required=True)
 
     serve = sub.add_parser(
@@ -44,12 +46,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init = sub.add_parser("init", help="create a store (an S3 bucket if it is missing)")
     init.add_argument("uri", metavar="URI", help="a directory, file://PATH or s3://BUCKET[/P]")
     init.add_argument("--s3-endpoint", metavar="URL", default=None)
+    init.add_argument("--minio-user-dir", metavar="DIR", default=None,
+                      help="MinIO only, with the root keys in AWS_*: also create the user whose "
+                           "keys are in DIR/accesskey and DIR/secretkey, allowed to read, write "
+                           "and list this bucket and nothing else")
     init.set_defaults(func=init_command)
+
+    for name, text in (("backup", "copy every artifact of the store into DEST, verified"),
+                       ("restore", "copy every artifact of SOURCE into the store, verified")):
+        action = sub.add_parser(name, help=text, description=text + "; finished artifacts are "
+                                "never overwritten (a conflict is reported), corrupt ones are "
+                                "reported and skipped, latest.json pointers move")
+        action.add_argument("other", metavar="DEST" if name == "backup" else "SOURCE",
+                            help="a directory, file://PATH or s3://BUCKET[/PREFIX]")
+        add_store_options(action)
+        action.add_argument("--prefix", default="", help="only keys starting with this")
+        action.set_defaults(func=mirror_command, direction=name)
 
 
 def init_command(args: argparse.Namespace) -> int:
     from ..store import LocalStore, open_store
+    from ..store.admin import create_bucket_user, read_user_keys
 
+    user = read_user_keys(args.minio_user_dir) if args.minio_user_dir else None
     store = open_store(args.uri, s3_endpoint=args.s3_endpoint)
     if isinstance(store, LocalStore):
         store.root.mkdir(parents=True, exist_ok=True)
@@ -57,7 +76,30 @@ def init_command(args: argparse.Namespace) -> int:
         return 0
     created = store.ensure_bucket()
     print(f"{'created bucket' if created else 'bucket exists'}: {store.uri}")
+    if user is not None:
+        policy = create_bucket_user(store, user)
+        print(f"user {user.access_key!r} may read, write and list s3://{store.bucket} only "
+              f"(policy {policy})")
     return 0
+
+
+def mirror_command(args: argparse.Namespace) -> int:
+    """Exit 0 when everything is in the destination, 1 when a conflict or a corrupt artifact
+    was reported."""
+    from ..store import open_store
+    from ..store.mirror import mirror
+
+    store = store_from_args(args)
+    other = open_store(args.other, s3_endpoint=args.s3_endpoint)
+    source, destination = (store, other) if args.direction == "backup" else (other, store)
+    report = mirror(source, destination, args.prefix)
+    print(f"{args.direction} {source.uri} -> {destination.uri}: {len(report.copied)} copied, "
+          f"{len(report.unchanged)} already there")
+    for key in report.conflicts:
+        print(f"  conflict (different bytes already there, left as is): {key}", file=sys.stderr)
+    for key in report.corrupt:
+        print(f"  corrupt in the source (sha256 mismatch, not copied): {key}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 def serve_command(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -35,6 +36,48 @@ def default_store_uri() -> str:
     return os.environ.get("FDSHPO_STORE") or DEFAULT_STORE
 
 
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a store URI points: ``kind`` "local" (``path``) or "s3" (``bucket``, ``prefix``)."""
+
+    kind: str
+    path: str = ""
+    bucket: str = ""
+    prefix: str = ""
+
+
+def parse_store_uri(uri: str) -> StoreLocation:
+    """Check a store URI without touching the store: a path, ``file:///ABS/PATH`` or
+    ``s3://BUCKET[/PREFIX]``.
+
+    Raises StoreError (user info redacted) for another scheme, user info, a remote file host or
+    an invalid bucket name.
+    """
+    from .credentials import redact_userinfo
+
+    shown = redact_userinfo(uri)
+    if "://" not in uri:
+        return StoreLocation("local", path=uri)
+    parts = urlsplit(uri)
+    if "@" in parts.netloc:
+        raise StoreError(f"store URI {shown!r} carries user info: put no keys in a URI; give "
+                         "them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_*_FILE, or "
+                         "a mounted Secret)")
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise StoreError(f"store URI {shown!r} has no bucket; use s3://BUCKET[/PREFIX]")
+        if not _BUCKET.match(parts.netloc):
+            raise StoreError(f"invalid bucket name {parts.netloc!r} in {shown!r}: use 3-63 "
+                             "lowercase letters, digits, '.' and '-'")
+        return StoreLocation("s3", bucket=parts.netloc, prefix=parts.path.strip("/"))
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise StoreError(f"store URI {shown!r} names a remote host; use file:///ABS/PATH")
+        return StoreLocation("local", path=unquote(parts.path))
+    raise StoreError(f"unsupported store URI {shown!r}: use a directory path, "
+                     "file:///ABS/PATH or s3://BUCKET[/PREFIX]")
+
+
 def open_store(uri: str | os.PathLike | None = None, s3_endpoint: str | None = None,
                **s3_options) -> ArtifactStore:
     """The store named by ``uri``: a path, ``file://...`` or ``s3://bucket[/prefix]``.
@@ -43,34 +86,22 @@ def open_store(uri: str | os.PathLike | None = None, s3_endpoint: str | None = N
     ``s3_endpoint`` or ``AWS_ENDPOINT_URL`` and the keys from the environment or a mounted
     Secret (:mod:`fdshpo.store.credentials`). Nothing is contacted until the first operation.
 
-    Raises StoreError for an unsupported scheme, a missing bucket name or missing keys.
+    Raises StoreError for an invalid URI (:func:`parse_store_uri`) or missing keys.
     """
     uri = os.fspath(uri) if uri is not None else default_store_uri()
-    if isinstance(uri, str) and uri.startswith("s3://"):
-        from .credentials import parse_endpoint, resolve_credentials
-        from .s3 import S3Store
+    location = parse_store_uri(uri)
+    if location.kind == "local":
+        return LocalStore(Path(location.path))
+    from .credentials import parse_endpoint, resolve_credentials
+    from .s3 import S3Store
 
-        parts = urlsplit(uri)
-        if not parts.netloc:
-            raise StoreError(f"store URI {uri!r} has no bucket; use s3://BUCKET[/PREFIX]")
-        if not _BUCKET.match(parts.netloc):
-            raise StoreError(f"invalid bucket name {parts.netloc!r} in {uri!r}: use 3-63 "
-                             "lowercase letters, digits, '.' and '-'")
-        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        return S3Store(parts.netloc, parts.path.strip("/"), parse_endpoint(s3_endpoint),
-                       resolve_credentials(), region=region, **s3_options)
-    if uri.startswith("file://"):
-        parts = urlsplit(uri)
-        if parts.netloc not in ("", "localhost"):
-            raise StoreError(f"store URI {uri!r} names a remote host; use file:///ABS/PATH")
-        return LocalStore(Path(unquote(parts.path)))
-    if "://" in uri:
-        raise StoreError(f"unsupported store URI {uri!r}: use a directory path, "
-                         "file:///ABS/PATH or s3://BUCKET[/PREFIX]")
-    return LocalStore(uri)
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    return S3Store(location.bucket, location.prefix, parse_endpoint(s3_endpoint),
+                   resolve_credentials(), region=region, **s3_options)
 
 
 __all__ = [
     "DEFAULT_STORE", "ArtifactExists", "ArtifactNotFound", "ArtifactStore", "IntegrityError",
-    "LocalStore", "StoreError", "check_key", "default_store_uri", "open_store", "sha256_hex",
+    "LocalStore", "StoreError", "StoreLocation", "check_key", "default_store_uri", "open_store",
+    "parse_store_uri", "sha256_hex",
 ]

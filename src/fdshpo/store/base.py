@@ -4,8 +4,11 @@ Every artifact is stored with the sha256 of its bytes; :meth:`ArtifactStore.get_
 it and raises :class:`IntegrityError` on a mismatch. ``put_*`` never silently replaces a finished
 artifact: with ``overwrite=False`` (the default) writing different bytes to an existing key
 raises :class:`ArtifactExists`, while writing the very same bytes again is a no-op (so a retried
-or resumed step can repeat its writes). Pointers that are meant to move (an experiment's latest
-schedule) are written with ``overwrite=True``.
+or resumed step can repeat its writes). The write-once rule holds under concurrency: a backend
+creates the key atomically only if it is absent (``O_EXCL``-style locally, ``If-None-Match: *``
+on S3), so of several writers racing to one key with different bytes exactly one succeeds.
+Pointers that are meant to move (an experiment's latest schedule) are written with
+``overwrite=True``: the last writer wins, and a reader sees one whole version, never a mix.
 
 Keys are ``/``-separated relative paths of safe characters (letters, digits, ``._-=+@``); no
 part is empty or starts with ``.``. Implementations provide the ``_raw_*`` primitives; integrity and
@@ -83,6 +86,12 @@ class ArtifactStore(ABC):
         """Store ``data`` atomically (a reader sees the old or the new object, never a part)."""
 
     @abstractmethod
+    def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
+        """Store ``data`` only if ``key`` is absent, atomically (of concurrent creators exactly
+        one succeeds). Returns None when it wrote ``data``, else the sha256 of the artifact
+        already stored there."""
+
+    @abstractmethod
     def _raw_get(self, key: str) -> tuple[bytes, str | None]:
         """(bytes, recorded sha256 or None); raise ArtifactNotFound when absent."""
 
@@ -107,20 +116,16 @@ class ArtifactStore(ABC):
         check_key(key)
         data = bytes(data)
         digest = sha256_hex(data)
-        if not overwrite:
-            try:
-                existing = self._raw_checksum(key)
-            except ArtifactNotFound:
-                existing = None
-            else:
-                if existing == digest:
-                    return digest
-                raise ArtifactExists(
-                    f"{self.uri}: {key!r} already holds a different artifact (sha256 "
-                    f"{existing}); finished artifacts are never overwritten: write to a new key "
-                    "(e.g. a new run id)")
-        self._raw_put(key, data, digest)
-        return digest
+        if overwrite:
+            self._raw_put(key, data, digest)
+            return digest
+        existing = self._raw_create(key, data, digest)
+        if existing is None or existing == digest:
+            return digest
+        raise ArtifactExists(
+            f"{self.uri}: {key!r} already holds a different artifact (sha256 "
+            f"{existing}); finished artifacts are never overwritten: write to a new key "
+            "(e.g. a new run id)")
 
     def get_bytes(self, key: str) -> bytes:
         """The bytes stored under ``key``, verified against their recorded sha256.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,19 +63,56 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def redact_userinfo(text: str) -> str:
+    """``text`` with the user info of URLs (``scheme://user:secret@host``, or a bare
+    ``user:secret@host``) replaced by ``***@``."""
+    if "://" in text:
+        return re.sub(r"://[^/@\s]*@", "://***@", text)
+    return re.sub(r"^[^/@\s]*@", "***@", text)
+
+
 def parse_endpoint(endpoint: str | None = None) -> Endpoint:
-    """The endpoint from the argument or ``AWS_ENDPOINT_URL`` (see the module docstring)."""
+    """The endpoint from the argument or ``AWS_ENDPOINT_URL`` (see the module docstring).
+
+    Raises StoreError (with any user info redacted) for anything but ``http(s)://host[:port]``
+    or a bare ``host[:port]``: no path, no user info (keys never go in a URL)."""
     raw = endpoint or os.environ.get("AWS_ENDPOINT_URL") or "https://s3.amazonaws.com"
+    shown = redact_userinfo(raw)
+    if "@" in raw:
+        raise StoreError(f"S3 endpoint {shown!r} carries user info: put no keys in the URL; "
+                         "give them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or "
+                         "AWS_*_FILE, or a mounted Secret) and the endpoint as "
+                         "scheme://host[:port]")
+    parts = urlsplit(raw if "://" in raw else f"//{raw}")
+    if "://" in raw and (parts.scheme not in ("http", "https") or not parts.netloc):
+        raise StoreError(f"S3 endpoint {shown!r} is not an http(s) URL; give e.g. "
+                         "http://127.0.0.1:9000 or https://minio.example.com")
+    try:
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok = False
+    if not parts.hostname or not port_ok or parts.path not in ("", "/") or parts.query:
+        raise StoreError(f"S3 endpoint {shown!r} must be scheme://host[:port] only (a host, "
+                         "an optional numeric port, no path), e.g. http://minio.kubeflow:9000")
     if "://" in raw:
-        parts = urlsplit(raw)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise StoreError(f"S3 endpoint {raw!r} is not an http(s) URL; give e.g. "
-                             "http://127.0.0.1:9000 or https://minio.example.com")
-        if parts.path not in ("", "/") or "@" in parts.netloc:
-            raise StoreError(f"S3 endpoint {raw!r} must be scheme://host[:port] only (no path, "
-                             "no user info; keys go in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)")
         return Endpoint(parts.netloc, parts.scheme == "https")
-    return Endpoint(raw.rstrip("/"), not is_loopback(raw.rstrip("/")))
+    return Endpoint(parts.netloc, not is_loopback(parts.netloc))
+
+
+PLACEHOLDER_PREFIX = "REPLACE_WITH_"
+
+
+def check_not_placeholder(credentials: Credentials) -> Credentials:
+    """Raise StoreError when a key is still a ``REPLACE_WITH_...`` placeholder (copied from a
+    committed ``.env.example`` and never filled in)."""
+    for what, value in (("access key", credentials.access_key),
+                        ("secret key", credentials.secret_key)):
+        if value.startswith(PLACEHOLDER_PREFIX):
+            raise StoreError(
+                f"the S3 {what} from {credentials.source} is still the placeholder "
+                f"{PLACEHOLDER_PREFIX}...: put real keys in the env file the Secret is generated "
+                "from (k8s/**/*.env, copied from its .env.example) and apply again")
+    return credentials
 
 
 def _read(path: Path) -> str:
@@ -90,21 +128,23 @@ def resolve_credentials(environ: dict | None = None) -> Credentials:
     token = env.get("AWS_SESSION_TOKEN") or None
     access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
     if access and secret:
-        return Credentials(access, secret, token, "environment")
+        return check_not_placeholder(Credentials(access, secret, token, "the environment"))
     access_file, secret_file = env.get("AWS_ACCESS_KEY_ID_FILE"), env.get(
         "AWS_SECRET_ACCESS_KEY_FILE")
     if access_file and secret_file:
         try:
-            return Credentials(_read(Path(access_file)), _read(Path(secret_file)), token,
-                               "AWS_*_FILE")
+            creds = Credentials(_read(Path(access_file)), _read(Path(secret_file)), token,
+                                "AWS_*_FILE")
         except OSError as exc:
             raise StoreError(f"cannot read the S3 key file {exc.filename}: {exc.strerror}; "
                              "check AWS_ACCESS_KEY_ID_FILE / AWS_SECRET_ACCESS_KEY_FILE") from None
+        return check_not_placeholder(creds)
     secret_dir = Path(env.get("FDSHPO_S3_SECRET_DIR") or DEFAULT_SECRET_DIR)
     for access_name, secret_name in _KEY_FILE_NAMES:
         a, s = secret_dir / access_name, secret_dir / secret_name
         if a.is_file() and s.is_file():
-            return Credentials(_read(a), _read(s), token, f"secret directory {secret_dir}")
+            return check_not_placeholder(Credentials(_read(a), _read(s), token,
+                                                     f"secret directory {secret_dir}"))
     raise StoreError(
         "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
         "AWS_ACCESS_KEY_ID_FILE and AWS_SECRET_ACCESS_KEY_FILE, or mount a Secret with keys "

@@ -45,6 +45,14 @@ def latest_pointer(experiment: str) -> str:
     return f"{experiment_prefix(experiment)}/latest.json"
 
 
+def is_pointer(key: str) -> bool:
+    """Keys written with ``overwrite=True`` (they move): ``latest.json`` pointers, the
+    rolling inner checkpoints and the experiments overview page. Every other artifact is
+    write-once."""
+    return (key.startswith(f"{EXPERIMENTS}/") and key.endswith("/latest.json")
+            and key.count("/") == 2) or "/checkpoints/inner/" in key or key == OVERVIEW
+
+
 def index_prefix(experiment: str | None = None) -> str:
     """``index/`` or ``index/<experiment>/``."""
     return f"{INDEX}/{check_name(experiment, 'experiment name')}/" if experiment else f"{INDEX}/"

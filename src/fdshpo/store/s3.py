@@ -4,6 +4,17 @@
 object's user metadata ``x-amz-meta-sha256``. A put is one PUT (or one multipart upload that
 completes atomically), so a reader never sees a partial object.
 
+Write-once artifacts are created with a conditional PUT (``If-None-Match: *``): the server
+writes the object only if the key is absent, so of concurrent writers exactly one succeeds
+and the others get ``PreconditionFailed`` (then compare checksums: equal bytes are a no-op,
+different ones :class:`~fdshpo.store.ArtifactExists`). minio 7.2's ``put_object`` cannot send
+that header (it renames unknown headers ``X-Amz-Meta-...``), so the request goes through the
+client's own signed request call, ``Minio._execute`` (what ``put_object`` itself uses; minio is
+pinned to 7.2.x for it; minio 8 has ``put_object(extra_headers=...)``). Before its first
+create-only write a store probes once that the server honours the header (AWS S3 and MinIO
+document it; SeaweedFS 4.48 is tested) and refuses to write to one that ignores it.
+A create-only write is one PUT, so at most 5 GiB.
+
 Failures: transient errors (connection resets and refusals, timeouts, 5xx, ``SlowDown``) are
 retried with exponential backoff (0.5 s, 1 s, 2 s ...) within ``deadline`` seconds (default 15);
 wrong credentials, a missing bucket or an unreachable endpoint then end in a :class:`StoreError`
@@ -13,6 +24,7 @@ saying what to fix. Messages name the endpoint and bucket, never the keys.
 from __future__ import annotations
 
 import io
+import secrets
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,14 +33,18 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from .base import ArtifactNotFound, ArtifactStore, StoreError
+from .base import ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
 from .credentials import Credentials, Endpoint
 
 T = TypeVar("T")
 
 _META_KEY = "sha256"
 _TRANSIENT_CODES = {"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout",
-                    "OperationAborted", "RequestTimeTooSkewed"}
+                    "OperationAborted", "RequestTimeTooSkewed", "ConditionalRequestConflict"}
+#: S3 answers the caller handles itself (absent key, key already there).
+_PASS_THROUGH_CODES = {"NoSuchKey", "NoSuchObject", "PreconditionFailed"}
+#: Objects under a part starting with "." are fdshpo's own (the conditional-write probe).
+_PROBE_PREFIX = ".fdshpo-probe"
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied",
                      "InvalidToken", "ExpiredToken", "TokenRefreshRequired", "InvalidSecurity"}
 
@@ -63,6 +79,7 @@ class S3Store(ArtifactStore):
                              session_token=credentials.session_token, secure=endpoint.secure,
                              region=region, http_client=http)
         self._bucket_checked = False
+        self._conditional_checked = False
 
     # -- error handling ------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -121,7 +138,7 @@ class S3Store(ArtifactStore):
             try:
                 return fn()
             except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NoSuchObject"):
+                if exc.code in _PASS_THROUGH_CODES:
                     raise
                 error = exc
             except (ServerError, InvalidResponseError, urllib3.exceptions.HTTPError) as exc:
@@ -154,6 +171,73 @@ class S3Store(ArtifactStore):
             self.bucket, self._object(key), io.BytesIO(data), len(data),
             metadata={_META_KEY: sha256}))
 
+    def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
+        self._check_conditional_writes()
+        for _ in range(3):  # the key may vanish between the refused PUT and the stat
+            try:
+                self._call(f"write {key!r}",
+                           lambda: self._conditional_put(self._object(key), data, sha256))
+                return None
+            except S3Error as exc:
+                if exc.code != "PreconditionFailed":
+                    raise self._fail(exc, f"write {key!r}") from None
+            try:
+                return self._raw_checksum(key)
+            except ArtifactNotFound:
+                continue
+        raise StoreError(f"{self._where()}: {key!r} kept appearing and disappearing while "
+                         "writing it; is another process deleting it?")
+
+    def _conditional_put(self, name: str, data: bytes, sha256: str) -> None:
+        """PUT ``data`` only if no object ``name`` exists (``If-None-Match: *``), signed by
+        the minio client (minio 7.2.x: ``Minio._execute``)."""
+        execute = getattr(self._client, "_execute", None)
+        if execute is None:
+            import minio
+
+            raise StoreError(f"minio {minio.__version__} has no Minio._execute, which fdshpo "
+                             "needs for conditional writes; install minio>=7.2.20,<7.3")
+        response = execute("PUT", self.bucket, name, body=data, headers={
+            "If-None-Match": "*", "Content-Length": str(len(data)),
+            "Content-Type": "application/octet-stream", f"x-amz-meta-{_META_KEY}": sha256},
+            no_body_trace=True)
+        response.close()
+
+    def _check_conditional_writes(self) -> None:
+        """Once per store: write a probe object twice with ``If-None-Match: *``; the second
+        must be refused. Raises StoreError for a server that ignores the header."""
+        if self._conditional_checked:
+            return
+        name = self._object(f"{_PROBE_PREFIX}/{secrets.token_hex(8)}")
+        what = "probe conditional writes"
+
+        def put(data: bytes) -> None:
+            self._call(what, lambda: self._conditional_put(name, data, sha256_hex(data)))
+
+        try:
+            put(b"first")
+            try:
+                put(b"second")
+                honoured = False
+            except S3Error as exc:
+                if exc.code != "PreconditionFailed":
+                    raise
+                honoured = True
+        except S3Error as exc:
+            if exc.code != "NotImplemented":  # a server that refuses the header outright
+                raise self._fail(exc, what) from None
+            honoured = False
+        finally:
+            self._call("remove the probe",
+                       lambda: self._client.remove_object(self.bucket, name))
+        if not honoured:
+            raise StoreError(
+                f"{self._where()} does not support conditional writes (If-None-Match: *): a "
+                "second create-only PUT of one key was not refused, so concurrent writers could "
+                "silently overwrite finished artifacts. Use a server that honours them (AWS S3 and "
+                "MinIO document it; SeaweedFS 4.48 is tested)")
+        self._conditional_checked = True
+
     def _raw_get(self, key: str) -> tuple[bytes, str | None]:
         def get():
             response = self._client.get_object(self.bucket, self._object(key))
@@ -182,8 +266,9 @@ class S3Store(ArtifactStore):
         strip = len(self.prefix) + 1 if self.prefix else 0
 
         def listing():
-            return [o.object_name[strip:] for o in self._client.list_objects(
-                self.bucket, prefix=full, recursive=True) if not o.is_dir]
+            names = (o.object_name[strip:] for o in self._client.list_objects(
+                self.bucket, prefix=full, recursive=True) if not o.is_dir)
+            return [n for n in names if not any(p.startswith(".") for p in n.split("/"))]
 
         return self._call(f"list {prefix!r}", listing)
 

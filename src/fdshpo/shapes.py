@@ -1,6 +1,6 @@
-"""Fixed learning-rate schedule shapes, as per-step values or a piecewise-constant fit.
+"""Fixed schedule shapes, as per-step values or a piecewise-constant fit.
 
-For step t of a horizon T and peak learning rate eta:
+For step t of a horizon T and peak value eta:
 
     constant   eta_t = eta
     step       eta_t = eta * gamma ** #{i: m_i * T <= t}      (milestones m = 0.5, 0.75; gamma 0.1)
@@ -9,7 +9,8 @@ For step t of a horizon T and peak learning rate eta:
 
 :func:`shape_values` gives the (T,) per-step values; :func:`fit_segments` the best
 piecewise-constant approximation over n shared segments (the mean of each segment's steps, the
-least-squares fit), i.e. the same segments FDS uses.
+least-squares fit), i.e. the same segments FDS uses. A :class:`~fdshpo.Schedule` can also use a
+shape as the base its segment values multiply (``Schedule(..., shapes={"lr": "linear"})``).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-
-from ..schedule import segment_start
 
 SHAPES: tuple[str, ...] = ("constant", "step", "cosine", "linear")
 
@@ -45,6 +44,8 @@ def shape_values(shape: str, num_steps: int, peak: float, gamma: float = 0.1,
 
 def fit_segments(values: torch.Tensor, num_segments: int) -> torch.Tensor:
     """(n,) means of ``values`` over the n shared segments k(t) = floor(t * n / T)."""
+    from .schedule import segment_start
+
     T = values.numel()
     if not 1 <= num_segments <= T:
         raise ValueError(f"num_segments must be in [1, {T}], got {num_segments}")

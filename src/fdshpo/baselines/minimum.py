@@ -1,0 +1,57 @@
+"""The smallest budget each method accepts: the price of its first indivisible piece of work.
+
+    fds        one outer step: replicas x (an FDS inner run over T from the initial schedule,
+               with tangents for the learned values, + the validation gradient)
+    greedy     one pass over its windows + the final walk (T plain steps)
+    random, tpe, constant, step, cosine, linear, hd
+               one trial: T plain steps + a validation pass
+    hyperband  one full trial at the final horizon with its rung measurements
+
+A comparison checks these before any work starts, so a budget too small for some method is
+refused up front with the minimum named. Each method checks its budget again when it runs
+(:func:`~fdshpo.baselines.space.affordable`); the contract tests hold the two prices together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..budget import CostModel, Ledger, fds_run_ledger
+from ..outer import SignOptimizer
+from ..problem import ClassificationProblem
+from ..schedule import Schedule
+from .fds import initial_schedule
+from .greedy import windows
+from .hyperband import full_trial
+from .search import trial_cost
+from .space import SearchSpace, validation_examples
+
+
+def minimum_budget(name: str, problem: ClassificationProblem, space: SearchSpace,
+                   cost_model: CostModel, options: Mapping[str, object] | None = None
+                   ) -> tuple[float, str]:
+    """(plain-step equivalents, what they buy) of method ``name``'s smallest budget, given the
+    keyword ``options`` it will be called with.
+
+    Raises ValueError for an unknown method (listing the known ones).
+    """
+    from . import get_method
+
+    get_method(name)
+    options = dict(options or {})
+    n_val = validation_examples(problem)
+    if name in ("fds", "greedy"):
+        learn = SignOptimizer(options.get("step_sizes")).learn
+        if name == "fds":
+            run = fds_run_ledger(initial_schedule(space, options.get("init")), learn, n_val)
+            replicas = int(options.get("replicas", 1))
+            return replicas * run.cost(cost_model), "FDS outer step"
+        work = Ledger(plain_steps=space.num_steps)
+        for a, b in windows(space):
+            work = work + fds_run_ledger(Schedule.constant(b - a, 0.0), learn, n_val)
+        return work.cost(cost_model), "greedy pass over the windows (plus the final walk)"
+    if name == "hyperband":
+        keys = ("reduction_factor", "max_resource")
+        trial = full_trial(space, n_val, **{k: options[k] for k in keys if k in options})
+        return trial.cost(cost_model), "hyperband trial at the final horizon"
+    return trial_cost(problem, space, cost_model), f"{name} trial"

@@ -1,0 +1,46 @@
+"""bench/device_run.sh and bench/quality.py, dry-run on this CPU with a tiny config: the same
+stages the GPU session runs (prediction, a slice of the comparison, the recorded results file)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = """\
+experiment: tiny-bench
+data: {dataset: fashion-mnist-sample, batch_size: 32, val_fraction: 0.1}
+network: mlp
+schedule:
+  horizon: 10
+  segments: {lr: 2, momentum: 1, weight_decay: 1}
+  bounds: {lr: [0.0, 1.0], momentum: [0.0, 0.99], weight_decay: [0.0, 0.01]}
+retrain: {horizon: 80}
+compare: {methods: [linear, fds], seeds: [0], budget_runs: [2]}
+"""
+
+
+def test_device_run_dry_run_predicts_compares_and_records(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(CONFIG)
+    out, record = tmp_path / "device-out", tmp_path / "results" / "tiny"
+    env = {**os.environ, "DRY_RUN": "1", "PREDICT": "1", "PYTHON": sys.executable,
+           "OUT": str(out), "QUALITY_CONFIG": str(config), "PREDICT_ARGS": "--device cpu",
+           "QUALITY_ARGS": f"--device cpu --record {record}", "FDSHPO_TORCH_THREADS": "1"}
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "device_run.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    predicted = (out / "predict.txt").read_text()
+    assert "    linear: wall/modelled" in predicted and "       fds: wall/modelled" in predicted
+    assert "predicted: searches" in predicted
+    report = (out / "quality-gpu" / "quality.md").read_text()
+    assert "- command: `python bench/quality.py " in report and "- machine: " in report
+    assert "- date: " in report and "experiment: tiny-bench" in report  # the config, verbatim
+    assert "| linear |" in report and "| fds |" in report
+    assert record.with_suffix(".md").read_text().count("](tiny-") == 2  # the copied plots
+    summary = json.loads(record.parent.joinpath("tiny-summary.json").read_text())
+    assert {s["method"] for s in summary["summary"]} == {"linear", "fds"}
+    assert summary["command"].startswith("python bench/quality.py")
+    for name in ("tiny-accuracy.png", "tiny-schedules.png"):
+        assert record.parent.joinpath(name).read_bytes()[:4] == b"\x89PNG"
