@@ -71,13 +71,13 @@ def open_run_store(config: ExperimentConfig):
     return open_store(config.store.uri, s3_endpoint=config.store.endpoint)
 
 
-def recorder(config: ExperimentConfig, run_id: str):
+def recorder(config: ExperimentConfig, run_id: str, owner: str | None = None):
     """The run's :class:`~fdshpo.tracking.RunRecorder` (inner checkpoints every
-    ``config.checkpoint_every`` steps)."""
+    ``config.checkpoint_every`` steps; ``owner`` labels the lease ``start`` takes)."""
     from fdshpo.tracking import RunRecorder
 
     return RunRecorder(open_run_store(config), config.experiment, run_id,
-                       checkpoint_every=config.checkpoint_every)
+                       checkpoint_every=config.checkpoint_every, owner=owner)
 
 
 def load_dataset(config: ExperimentConfig) -> TensorDataset:

@@ -3,8 +3,10 @@
 The dataset goes downstream as one KFP ``Dataset`` artifact (a ``torch.save`` of its tensors);
 the initial :class:`~fdshpo.tune_state.TuneState` as a JSON parameter. With ``outer.warm_start`` the
 initial schedule is the experiment's latest learned schedule in the store
-(:func:`fdshpo.tracking.latest_schedule`, stretched to the configured horizon and clipped to the
-configured bounds); without one yet (or with other segment counts), the configured values.
+(:func:`fdshpo.tracking.latest_finished`, stretched to the configured horizon and clipped to the
+configured bounds), and that run is recorded as the new run's ``parent``; without one yet (or
+with other segment counts), the configured values. The step takes the run's lease as
+``kfp-job:<job id>`` (:mod:`fdshpo.lease`), so a second job with the same run id is refused.
 """
 
 from typing import NamedTuple
@@ -13,24 +15,26 @@ from kfp.dsl import Dataset, Output
 
 
 def warm_start_schedule(config, store):
-    """The experiment's latest learned schedule adapted to ``config``, or None."""
+    """(the run id, its learned schedule adapted to ``config``) of the experiment's latest
+    complete run, or None."""
     import torch
 
     from fdshpo.schedule import HYPERPARAMETERS, Schedule
-    from fdshpo.tracking import latest_schedule
+    from fdshpo.tracking import latest_finished
 
-    previous = latest_schedule(store, config.experiment)
+    latest = latest_finished(store, config.experiment)
     initial = config.initial_schedule()
-    if previous is None or previous.segments != initial.segments:
+    if latest is None or latest[1].segments != initial.segments:
         return None
-    values = {n: torch.clamp(previous.values[n], *initial.bounds[n]) for n in HYPERPARAMETERS}
-    return Schedule(initial.num_steps, values, initial.bounds)
+    values = {n: torch.clamp(latest[1].values[n], *initial.bounds[n]) for n in HYPERPARAMETERS}
+    return latest[0], Schedule(initial.num_steps, values, initial.bounds)
 
 
-def prepare_step(config, run_id: str, dataset_path: str) -> tuple[str, dict]:
+def prepare_step(config, run_id: str, dataset_path: str, owner: str | None = None
+                 ) -> tuple[str, dict]:
     """Record the config, write the dataset to ``dataset_path``; returns (initial TuneState as
     JSON, provenance metadata for the dataset artifact). A rerun with the same run id resumes
-    from the run's newest outer checkpoint."""
+    from the run's newest outer checkpoint. ``owner`` labels the run's lease."""
     import json
 
     from fdshpo.components.common import (
@@ -42,16 +46,16 @@ def prepare_step(config, run_id: str, dataset_path: str) -> tuple[str, dict]:
     )
     from fdshpo.tune_state import TuneState
 
-    rec = recorder(config, run_id)
+    rec = recorder(config, run_id, owner)
     dataset = load_dataset(config)
     problem_for(config, dataset)(0, 0, 1)  # fails early when the split or network do not fit
     save_dataset(dataset, dataset_path)
-    resume = rec.start(recorded_config(config))
+    latest = warm_start_schedule(config, rec.store) if config.outer.warm_start else None
+    resume = rec.start(recorded_config(config), parent=latest[0] if latest else None)
     warm = False
     if resume is None:
-        schedule = warm_start_schedule(config, rec.store) if config.outer.warm_start else None
-        warm = schedule is not None
-        schedule = schedule or config.initial_schedule()
+        warm = latest is not None
+        schedule = latest[1] if latest else config.initial_schedule()
         resume = TuneState(schedule, config.optimizer().init(schedule))
     metadata = {"dataset": dataset.name, "train_examples": len(dataset.train_images),
                 "test_examples": len(dataset.test_images), "num_classes": dataset.num_classes,
@@ -77,7 +81,7 @@ def prepare_component(config_json: str, run_id: str, job_id: str, compiled_graph
     config = config_from_json(config_json)
     check_graph(config, compiled_graph, replicas)
     run_id = run_id or new_run_id()
-    state, metadata = prepare_step(config, run_id, dataset.path)
+    state, metadata = prepare_step(config, run_id, dataset.path, owner=f"kfp-job:{job_id}")
     dataset.metadata.update(metadata)
     dataset.metadata["job_id"] = job_id
     return namedtuple("PrepareOutputs", ["run_id", "state"])(run_id, state)

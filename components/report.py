@@ -33,7 +33,7 @@ def _accuracy(evaluation: dict) -> str:
 
 
 def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:
-    from fdshpo.progress import sign_string
+    from fdshpo.formatting import sign_string
 
     history = state["history"]
     rows = [f"| {n} | " + ", ".join(f"{v:.4g}" for v in vals) + " |"

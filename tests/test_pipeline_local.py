@@ -53,6 +53,7 @@ def assert_same_run(summary, expected):
 
 def test_kfp_local_pipeline_equals_library_tune(tmp_path):
     from fdshpo.pipelines.local import run_kfp_local
+    from fdshpo.query import Query
     from fdshpo.tracking import list_runs, load_run
 
     config = load_config(small_config(tmp_path))
@@ -60,8 +61,8 @@ def test_kfp_local_pipeline_equals_library_tune(tmp_path):
     expected = library_tune(config)
     assert_same_run(summary, expected)
     # the run landed in the store, complete, with every outer step and replica recorded
-    store_runs = list_runs(_store(config), config.experiment)
-    assert [(r.run_id, r.status) for r in store_runs] == [("e2e-kfp", "complete")]
+    store_runs = list_runs(_store(config), Query(config.experiment)).rows
+    assert [(r["run_id"], r["status"]) for r in store_runs] == [("e2e-kfp", "complete")]
     run = load_run(_store(config), "e2e-kfp", config.experiment)
     assert [s["outer_step"] for s in run.steps] == [0, 1]
     for got, want in zip(run.steps, expected.history):

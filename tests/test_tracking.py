@@ -1,5 +1,6 @@
 
-"""Run tracking: records, listing, show/compare/report (library and CLI), crash safety."""
+"""Run tracking: records, listing, show/compare/report (library and CLI), crash safety, the
+run lease (one writer per run id) and a retried finish."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from nets import sample_subset_problem
 
 from fdshpo import Schedule, SignOptimizer
 from fdshpo.cli import main as cli
+from fdshpo.lease import LeaseHeld, LeaseLost
 from fdshpo.outer_step import OuterStep, ReplicaResult
 from fdshpo.store import StoreError, open_store
+from fdshpo.store.layout import RunLayout
 from fdshpo.tracking import (
     RunRecorder,
     compare_runs,
@@ -58,10 +61,12 @@ def store(request, tmp_path):
 
 def test_a_recorded_run_lists_shows_and_warm_starts(store, problem):
     recorder, result = _record_run(store, problem)
-    [summary] = list_runs(store)
-    assert (summary.experiment, summary.run_id, summary.status) == ("exp", recorder.run_id,
-                                                                    "complete")
-    assert summary.outer_steps == 2 and summary.metrics == {"test_accuracy": 0.55}
+    [summary] = list_runs(store).rows
+    assert (summary["experiment"], summary["run_id"], summary["status"]) == (
+        "exp", recorder.run_id, "complete")
+    assert summary["outer_steps"] == 2 and summary["metrics"] == {"test_accuracy": 0.55}
+    assert summary["record_sha256"] == store.checksum(recorder.layout.record)
+    assert summary["final_val_loss"] == result.history[-1].val_loss
     run = load_run(store, recorder.run_id[:12])
     assert run.status == "complete" and run.problems == []
     assert [s["outer_step"] for s in run.steps] == [0, 1]
@@ -81,15 +86,16 @@ def test_a_recorded_run_lists_shows_and_warm_starts(store, problem):
 def test_an_unfinished_run_is_incomplete_and_can_be_finished_after_resuming(tmp_path, problem):
     store = open_store(tmp_path)
     recorder, result = _record_run(store, problem, outer_steps=1, finish=False)
-    assert [r.status for r in list_runs(store)] == ["incomplete"]
+    assert [r["status"] for r in list_runs(store).rows] == ["incomplete"]
     assert load_run(store, recorder.run_id).status == "incomplete"
     assert latest_schedule(store, "exp") is None
+    recorder.close()  # the first writer stops: its lease is released
     again = RunRecorder(store, "exp", recorder.run_id)
     resume = again.start({"horizon": HORIZON, "lr": 0.05, "network": "mlp"})
     assert resume.next_outer_step == 1 and resume.schedule == result.state.schedule
     final = again.tune(problem, _initial(), SignOptimizer(), resume=resume, outer_steps=2)
     again.finish(final.schedule)
-    assert [(r.status, r.outer_steps) for r in list_runs(store)] == [("complete", 2)]
+    assert [(r["status"], r["outer_steps"]) for r in list_runs(store).rows] == [("complete", 2)]
     with pytest.raises(StoreError, match="already complete"):
         RunRecorder(store, "exp", recorder.run_id).start({"horizon": HORIZON})
 
@@ -147,6 +153,9 @@ def test_runs_cli(tmp_path, problem, capsys):
     assert cli(["runs", "list", "--store", uri]) == 0
     out = capsys.readouterr().out
     assert a.run_id in out and b.run_id in out and out.count("complete") == 2
+    assert cli(["runs", "list", "--store", uri, "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["run_id"] for line in lines] == [a.run_id, b.run_id]
     assert cli(["runs", "list", "--store", uri, "--experiment", "exp2"]) == 0
     assert a.run_id not in capsys.readouterr().out
     assert cli(["runs", "show", "--store", uri, f"exp/{a.run_id}"]) == 0
@@ -171,7 +180,7 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
     store = open_store(uri, deadline=2.0)
     recorder, result = _record_run(store, problem, outer_steps=1, finish=False)
     failure = []
-    uploading = threading.Event()
+    uploading, killed = threading.Event(), threading.Event()
     http = store._client._http
     real_urlopen = http.urlopen
 
@@ -179,7 +188,7 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
         for start in range(0, len(body), 2**20):
             if start > 16 * 2**20 and not uploading.is_set():
                 uploading.set()
-                time.sleep(1.0)  # the server is killed during this pause, mid-upload
+                assert killed.wait(60)  # the upload resumes only once the server is dead
             yield body[start:start + 2**20]
 
     def observed_urlopen(method, url, body=None, **options):
@@ -200,16 +209,17 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
     writer.start()
     assert uploading.wait(60), "the upload never got past its first 16 MiB"
     s3_env.kill()
+    killed.set()
     writer.join(60)
     s3_env.start()  # same ports, keys and data directory
     assert failure and "cannot reach" in str(failure[0])
     store = open_store(uri)
-    assert [r.status for r in list_runs(store)] == ["incomplete"]
+    assert [r["status"] for r in list_runs(store).rows] == ["incomplete"]
     assert not store.exists(recorder.layout.record)
     assert not store.exists(recorder.layout.key("plots/huge.png"))
     recorder.store = store
     RunRecorder(store, "exp", recorder.run_id).finish(result.schedule)
-    assert [r.status for r in list_runs(store)] == ["complete"]
+    assert [r["status"] for r in list_runs(store).rows] == ["complete"]
 
 
 def test_store_serve_prints_a_working_environment(tmp_path, monkeypatch):
@@ -240,3 +250,112 @@ def test_store_serve_prints_a_working_environment(tmp_path, monkeypatch):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_second_writer_of_a_run_is_refused_until_the_lease_is_released_or_expires(store):
+    first = RunRecorder(store, "exp", "r1", lease_seconds=60)
+    assert first.start({"horizon": HORIZON}) is None
+    second = RunRecorder(store, "exp", "r1")
+    with pytest.raises(LeaseHeld, match=r"run exp/r1 is being written by .+ expires at .+; "
+                                        r"let that writer finish, or if it has died"):
+        second.start({"horizon": HORIZON})
+    # the first writer stops renewing (crashed); a minute later its lease has expired
+    later = RunRecorder(store, "exp", "r1", clock=lambda: time.time() + 61)
+    assert later.start({"horizon": HORIZON}) is None
+    with pytest.raises(LeaseLost, match="took it over"):  # the first writer finds out
+        first.lease.renew()
+    with pytest.raises(LeaseLost):
+        first.on_outer_step(None)  # refuses to write before touching the store
+    later.close()
+    third = RunRecorder(store, "exp", "r1")  # released: no waiting
+    assert third.start({"horizon": HORIZON}) is None
+    third.close()
+
+
+LEASE_HOLDER = """
+import sys, time
+from fdshpo.lease import Lease
+from fdshpo.store import open_store
+from fdshpo.store.layout import RunLayout
+Lease(open_store(sys.argv[1]), RunLayout("exp", "r1").lease, "run exp/r1").acquire()
+print("holding", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_lease_of_a_killed_writer_on_this_host_is_free_at_once(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", LEASE_HOLDER, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "holding", proc.stderr.read()
+        store = open_store(tmp_path)
+        with pytest.raises(LeaseHeld, match=f":{proc.pid}:"):
+            RunRecorder(store, "exp", "r1").start({})
+        proc.kill()
+        proc.wait(30)
+        recorder = RunRecorder(store, "exp", "r1")
+        assert recorder.start({}) is None and recorder.lease.held
+        recorder.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("dies_at", ["index/", "latest.json"])
+def test_a_finish_that_died_after_the_run_record_completes_when_retried(tmp_path, dies_at):
+    store = open_store(tmp_path)
+    recorder = RunRecorder(store, "exp", "r1")
+    recorder.start({"horizon": HORIZON})
+    schedule, metrics = _initial(), {"test_accuracy": 0.7}
+    real_put = store.put_bytes
+
+    def dies_after_the_record(key, data, overwrite=False):
+        if key.startswith(dies_at) or key.endswith(dies_at):
+            raise StoreError(f"simulated crash writing {key}")
+        return real_put(key, data, overwrite)
+
+    store.put_bytes = dies_after_the_record
+    with pytest.raises(StoreError, match="simulated crash"):
+        recorder.finish(schedule, metrics, report=False)
+    store.put_bytes = real_put
+    assert store.exists(recorder.layout.record) and latest_schedule(store, "exp") is None
+    record = store.get_json(recorder.layout.record)
+    # the retry runs later (another second: another "finished" time) in another process
+    retry = RunRecorder(store, "exp", "r1", clock=lambda: time.time() + 5)
+    assert retry.finish(schedule, metrics, report=False) == record
+    assert latest_schedule(store, "exp") == schedule
+    assert [(r["status"], r["record_sha256"]) for r in list_runs(store).rows] == [
+        ("complete", store.checksum(recorder.layout.record))]
+    with pytest.raises(StoreError, match="already complete with another schedule or other "
+                                         "metrics"):
+        retry.finish(schedule, {"test_accuracy": 0.8}, report=False)
+
+
+def test_a_retried_finish_does_not_move_the_latest_pointer_back(tmp_path):
+    store = open_store(tmp_path)
+    old, new = _initial(0.05), _initial(0.1)
+    first = RunRecorder(store, "exp", "old")
+    first.start({})
+    first.finish(old, report=False)
+    second = RunRecorder(store, "exp", "new", clock=lambda: time.time() + 10)
+    second.start({"lr": 0.1})
+    second.finish(new, report=False)
+    RunRecorder(store, "exp", "old", clock=lambda: time.time() + 20).finish(old, report=False)
+    assert latest_schedule(store, "exp") == new
+
+
+def test_a_failed_attempt_is_recorded_and_the_run_stays_resumable(tmp_path):
+    store = open_store(tmp_path)
+    with pytest.raises(RuntimeError), RunRecorder(store, "exp", "r1") as recorder:
+        recorder.start({"horizon": HORIZON})
+        raise RuntimeError("out of memory")
+    [row] = list_runs(store).rows
+    assert (row["status"], row["error"]) == ("failed", "RuntimeError: out of memory")
+    events = store.list(RunLayout("exp", "r1").events)
+    assert [k.rsplit("-", 1)[1] for k in events] == ["started.json", "failed.json"]
+    with RunRecorder(store, "exp", "r1") as again:  # the lease was released: resume now
+        again.start({"horizon": HORIZON})
+        assert list_runs(store).rows[0]["status"] == "incomplete"
+        again.finish(_initial(), report=False)
+    assert list_runs(store).rows[0]["status"] == "complete"

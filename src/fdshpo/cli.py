@@ -21,6 +21,8 @@ COMMAND_MODULES = (
     "fdshpo.commands.compile",
     "fdshpo.commands.data",
     "fdshpo.commands.demo",
+    "fdshpo.commands.experiments",
+    "fdshpo.commands.report",
     "fdshpo.commands.run",
     "fdshpo.commands.runs",
     "fdshpo.commands.schedule",
@@ -41,8 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: options whose value may start with "-" (``--sort -test_accuracy``: descending)
+DASH_VALUE_OPTIONS = ("--sort", "--best")
+
+
+def attach_dash_values(argv: list[str]) -> list[str]:
+    """``--sort -KEY`` as ``--sort=-KEY`` (argparse would read ``-KEY`` as an option)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in DASH_VALUE_OPTIONS and arg.startswith("-") and len(arg) > 1:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(attach_dash_values(argv))
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, FileNotFoundError) as exc:

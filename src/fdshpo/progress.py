@@ -8,16 +8,10 @@ summary line per outer step, which always prints.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
 
+from .formatting import sign_string
 from .tune import InnerProgress, OuterProgress
 from .tune_state import OuterStepRecord
-
-
-def sign_string(hypergradients: Mapping[str, Sequence[float]]) -> str:
-    """``"lr:+-+ momentum:- weight_decay:0"``: the sign of each segment's hypergradient."""
-    return " ".join(f"{n}:{''.join('+' if g > 0 else '-' if g < 0 else '0' for g in gs)}"
-                    for n, gs in hypergradients.items())
 
 
 def outer_step_line(record: OuterStepRecord, outer_steps: int | None = None) -> str:

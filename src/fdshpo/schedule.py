@@ -29,9 +29,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .segments import HYPERPARAMETERS, segment_index, segment_start
 from .shapes import SHAPES, shape_values
 
-HYPERPARAMETERS: tuple[str, ...] = ("lr", "momentum", "weight_decay")
+__all__ = ["DEFAULT_BOUNDS", "HYPERPARAMETERS", "Schedule", "check_names", "segment_index",
+           "segment_start"]
 
 #: Default bounds: learning rate and weight decay non-negative, momentum in [0, 0.999].
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
@@ -48,16 +50,6 @@ def check_names(names: Sequence[str], what: str = "hyperparameter") -> None:
         raise ValueError(
             f"unknown {what} name(s) {unknown}; known names are {list(HYPERPARAMETERS)}"
         )
-
-
-def segment_index(step: int, num_segments: int, num_steps: int) -> int:
-    """k(t) = floor(t * n / T): the segment that step ``t`` of ``T`` uses among ``n``."""
-    return step * num_segments // num_steps
-
-
-def segment_start(segment: int, num_segments: int, num_steps: int) -> int:
-    """First step of segment ``k``: the smallest t with floor(t * n / T) >= k, i.e. ceil(k*T/n)."""
-    return -(-segment * num_steps // num_segments)
 
 
 def _as_values(name: str, raw) -> torch.Tensor:

@@ -1,80 +1,144 @@
-"""``fdshpo runs list|show|compare|report``: the runs recorded in a store."""
+"""``fdshpo runs list|show|compare|report|reindex``: the runs recorded in a store.
+
+``list`` and ``compare`` read the run index (:mod:`fdshpo.index`) and share the filters of
+:func:`add_query_options`; the output is a table for people, or JSON lines (``--json``) for
+scripts. Nothing here imports torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from .store import add_store_options, store_from_args
+
+#: ``runs compare`` compares at most this many runs side by side.
+MAX_COMPARE = 50
+
+
+def add_query_options(parser: argparse.ArgumentParser, limit: bool = True) -> None:
+    """--experiment, --status, --since, --where (repeatable), --sort and --limit."""
+    parser.add_argument("--experiment", default=None, help="only this experiment")
+    parser.add_argument("--status", choices=("complete", "incomplete", "failed"),
+                        help="only runs with this status")
+    parser.add_argument("--since", metavar="DATE",
+                        help="only runs started at or after DATE (YYYY-MM-DD[THH:MM[:SS]], UTC)")
+    parser.add_argument("--where", action="append", default=[], metavar="COND",
+                        help="conditions KEY OP VALUE joined by ',' or 'and', e.g. "
+                             "'test_accuracy>0.9'; OP: > >= < <= = != (repeatable)")
+    parser.add_argument("--sort", metavar="KEY",
+                        help="sort by KEY (a field or a metric), -KEY for descending")
+    if limit:
+        parser.add_argument("--limit", type=int, metavar="N", help="at most N runs")
+
+
+def query_from_args(args: argparse.Namespace):
+    from ..query import Query
+
+    return Query.from_options(args.experiment, args.status, args.since, args.where,
+                              args.sort, getattr(args, "limit", None))
+
+
+def warn(problems) -> None:
+    for problem in problems:
+        print(f"fdshpo: warning: {problem}", file=sys.stderr)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("runs", help="list, show, compare and report tracked runs")
     sub = parser.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
 
-    def action(name: str, help_text: str, func, runs: int = 0):
+    def action(name: str, help_text: str, func) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_store_options(p)
-        p.add_argument("--experiment", default=None, help="only this experiment")
-        if runs:
-            p.add_argument("runs", nargs=runs, metavar="RUN",
-                           help="EXPERIMENT/RUN_ID or a unique run id (prefix)")
         p.set_defaults(func=func)
         return p
 
-    action("list", "list the runs in the store", list_command).add_argument(
-        "--json", action="store_true", help="print JSON")
-    action("show", "show one run's outer steps, schedule and metrics", show_command,
-           1).add_argument("--json", action="store_true", help="print JSON")
-    action("compare", "compare two runs side by side", compare_command, 2).add_argument(
-        "--json", action="store_true", help="print JSON")
-    action("report", "write a run's self-contained HTML report", report_command,
-           1).add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html")
+    listing = action("list", "list runs from the store's run index", list_command)
+    add_query_options(listing)
+    listing.add_argument("--verify", action="store_true",
+                         help="check each listed run against its record (one request per run)")
+    listing.add_argument("--json", action="store_true", help="print one JSON object per line")
+
+    show = action("show", "show one run's outer steps, schedule and metrics", show_command)
+    show.add_argument("--experiment", default=None, help="the run's experiment")
+    show.add_argument("runs", nargs=1, metavar="RUN",
+                      help="EXPERIMENT/RUN_ID or a unique run id (prefix)")
+    show.add_argument("--json", action="store_true", help="print JSON")
+
+    compare = action("compare", "compare runs side by side: the RUNs given, or the runs the "
+                                "filters select", compare_command)
+    compare.add_argument("runs", nargs="*", metavar="RUN",
+                         help="EXPERIMENT/RUN_ID or a unique run id (prefix)")
+    add_query_options(compare)
+    compare.add_argument("--json", action="store_true", help="print JSON")
+
+    report = action("report", "write a run's self-contained HTML report", report_command)
+    report.add_argument("--experiment", default=None, help="the run's experiment")
+    report.add_argument("runs", nargs=1, metavar="RUN",
+                        help="EXPERIMENT/RUN_ID or a unique run id (prefix)")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html")
+
+    reindex = action("reindex", "rebuild the run index from the run records (stores written "
+                                "before the index, or a damaged index)", reindex_command)
+    reindex.add_argument("--experiment", default=None, help="only this experiment")
 
 
-def _fmt(value) -> str:
+def fmt(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
     return str(value)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[_fmt(c) for c in row] for row in rows]
+def text_table(header: list[str], rows: list[list]) -> str:
+    cells = [header] + [[fmt(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from ..tracking import list_runs
+    from ..records import has_unindexed_runs, list_runs
+    from ..reindex import verify
 
     store = store_from_args(args)
-    runs = list_runs(store, args.experiment)
+    listing = list_runs(store, query_from_args(args))
+    warn(listing.problems)
+    rows = listing.rows
+    if args.verify:
+        rows, problems = verify(store, rows)
+        warn(problems)
     if args.json:
-        print(json.dumps([r.to_dict() for r in runs], indent=1))
+        sys.stdout.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
         return 0
-    if not runs:
-        print(f"no runs in {store.uri}" + (f" for experiment {args.experiment!r}"
-                                           if args.experiment else ""))
+    if not rows:
+        where = f" for experiment {args.experiment!r}" if args.experiment else ""
+        print(f"no matching runs in {store.uri}{where}" if listing.scanned
+              else f"no runs in {store.uri}{where}")
+        if not listing.scanned and has_unindexed_runs(store, args.experiment):
+            print("the store holds runs recorded before its run index: run "
+                  "`fdshpo runs reindex` once to list them")
         return 0
-    print(_table(["EXPERIMENT", "RUN", "STATUS", "OUTER STEPS", "VAL LOSS", "METRICS"],
-                 [[r.experiment, r.run_id, r.status, r.outer_steps, r.final_val_loss,
-                   " ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.metrics.items()))]
-                  for r in runs]))
+    print(text_table(["EXPERIMENT", "RUN", "STATUS", "STARTED", "OUTER STEPS", "VAL LOSS",
+                      "METRICS"],
+                     [[r["experiment"], r["run_id"], r["status"], r.get("started"),
+                       r["outer_steps"], r.get("final_val_loss"),
+                       " ".join(f"{k}={fmt(v)}" for k, v in sorted(r["metrics"].items()))]
+                      for r in rows]))
+    if len(rows) < listing.matched:
+        print(f"({len(rows)} of {listing.matched} matching runs; --limit to see more)")
     return 0
 
 
-def _signs(hypergradients: dict) -> str:
-    return " ".join(f"{n}:" + "".join("+" if g > 0 else "-" if g < 0 else "0" for g in gs)
-                    for n, gs in hypergradients.items())
-
-
 def show_command(args: argparse.Namespace) -> int:
-    from ..tracking import load_run
+    from ..formatting import sign_string
+    from ..records import load_run
+    from ..segments import HYPERPARAMETERS
 
     run = load_run(store_from_args(args), args.runs[0], args.experiment)
     if args.json:
@@ -88,27 +152,55 @@ def show_command(args: argparse.Namespace) -> int:
         print(f"  problem: {problem}")
     if run.steps:
         print()
-        print(_table(["STEP", "VAL LOSS", "LR", "MOMENTUM", "WEIGHT DECAY", "SIGNS", "SECONDS"],
-                     [[s["outer_step"], s["val_loss"], *(s["schedule"]["values"][n] for n in
-                                                         ("lr", "momentum", "weight_decay")),
-                       _signs(s["hypergradients"]), s.get("seconds")] for s in run.steps]))
+        print(text_table(["STEP", "VAL LOSS", "LR", "MOMENTUM", "WEIGHT DECAY", "SIGNS",
+                          "SECONDS"],
+                         [[s["outer_step"], s["val_loss"],
+                           *(s["schedule"]["values"][n] for n in HYPERPARAMETERS),
+                           sign_string(s["hypergradients"]), s.get("seconds")]
+                          for s in run.steps]))
     if run.schedule:
         print("\n" + ("final" if run.status == "complete" else "latest") + " schedule:")
         for name, values in run.schedule["values"].items():
-            print(f"  {name:>12}: {_fmt(values)}")
+            print(f"  {name:>12}: {fmt(values)}")
     if run.metrics:
         print("\nmetrics:")
         for name, value in sorted(run.metrics.items()):
-            print(f"  {name}: {_fmt(value)}")
+            print(f"  {name}: {fmt(value)}")
     return 0
 
 
+def _compared_refs(args: argparse.Namespace, store) -> list[str]:
+    from ..errors import UserError
+    from ..records import list_runs
+
+    filtered = any((args.experiment and not args.runs, args.status, args.since, args.where,
+                    args.sort, args.limit))
+    if args.runs and filtered:
+        raise UserError("give either RUNs or filters (--status, --since, --where, --sort, "
+                        "--limit) to `runs compare`, not both")
+    if args.runs:
+        refs = list(args.runs)
+    else:
+        listing = list_runs(store, query_from_args(args))
+        warn(listing.problems)
+        refs = [f"{r['experiment']}/{r['run_id']}" for r in listing.rows]
+        if len(refs) > MAX_COMPARE:
+            raise UserError(f"the filters select {len(refs)} runs; compare at most "
+                            f"{MAX_COMPARE} (add --limit N)")
+    if len(refs) < 2:
+        raise UserError(f"`runs compare` needs at least two runs, got {len(refs)}: give RUNs "
+                        "or filters that select two or more")
+    return refs
+
+
 def compare_command(args: argparse.Namespace) -> int:
-    from ..tracking import compare_runs, load_run
+    from ..records import compare_runs, load_run
 
     store = store_from_args(args)
-    a, b = (load_run(store, ref, args.experiment) for ref in args.runs)
-    diff = compare_runs(a, b)
+    experiment = args.experiment if args.runs else None
+    runs = [load_run(store, ref, experiment, verify=False, steps=False)
+            for ref in _compared_refs(args, store)]
+    diff = compare_runs(*runs)
     if args.json:
         print(json.dumps(diff, indent=1))
         return 0
@@ -117,17 +209,29 @@ def compare_command(args: argparse.Namespace) -> int:
     rows += [[f"metric {m}", *v] for m, v in diff["metrics"].items()]
     rows += [[f"schedule {n}", *v] for n, v in diff["schedule"].items()]
     rows += [[f"config {k}", *v] for k, v in diff["config_diff"].items()]
-    print(_table(["", *diff["runs"]], rows))
+    print(text_table(["", *diff["runs"]], rows))
     return 0
 
 
 def report_command(args: argparse.Namespace) -> int:
+    from ..records import load_run
     from ..report import build_report
-    from ..tracking import load_run
 
     run = load_run(store_from_args(args), args.runs[0], args.experiment)
-    html, _ = build_report(run)
+    html, _ = build_report(name=run.name, status=run.status, config=run.config,
+                           steps=run.steps, schedule=run.schedule, metrics=run.metrics)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(html)
     print(f"wrote {args.output} ({run.name}, {run.status})")
+    return 0
+
+
+def reindex_command(args: argparse.Namespace) -> int:
+    from ..reindex import reindex
+
+    store = store_from_args(args)
+    result = reindex(store, args.experiment)
+    for problem in result.problems:
+        print(f"fdshpo: warning: {problem}", file=sys.stderr)
+    print(f"indexed {result.runs} run(s) of {result.experiments} experiment(s) in {store.uri}")
     return 0

@@ -13,9 +13,15 @@
         metrics.json                                     final metrics (e.g. test accuracy)
         plots/<name>.png                                 schedule, hypergradient signs, val loss
         report.html                                      self-contained HTML report
+        events/<stamp>-<started|failed>.json             each start and each recorded failure
+        lease/<generation:08d>.json                      who writes the run (fdshpo.lease)
         run.json                                         the run record: written LAST, with the
                                                          sha256 of every artifact above; a run
                                                          without it is not complete
+    index/<experiment>/entries/<run>.<kind>.json         run index: write-once entries ...
+    index/<experiment>/segments/<level>-<digest>.json    ... compacted into segments (fdshpo.index)
+    index/<experiment>/compactor/<generation:08d>.json   lease of the compaction in progress
+    overview.html                                        `fdshpo report --experiments`
 
 Experiment and run names are single key parts (letters, digits, ``._=+@-``).
 """
@@ -27,6 +33,8 @@ from dataclasses import dataclass
 from .base import check_name
 
 EXPERIMENTS = "experiments"
+INDEX = "index"
+OVERVIEW = "overview.html"
 
 
 def experiment_prefix(experiment: str) -> str:
@@ -38,10 +46,28 @@ def latest_pointer(experiment: str) -> str:
 
 
 def is_pointer(key: str) -> bool:
-    """Keys written with ``overwrite=True`` (they move): ``latest.json`` pointers and the
-    rolling inner checkpoints. Every other artifact is write-once."""
+    """Keys written with ``overwrite=True`` (they move): ``latest.json`` pointers, the
+    rolling inner checkpoints and the experiments overview page. Every other artifact is
+    write-once."""
     return (key.startswith(f"{EXPERIMENTS}/") and key.endswith("/latest.json")
-            and key.count("/") == 2) or "/checkpoints/inner/" in key
+            and key.count("/") == 2) or "/checkpoints/inner/" in key or key == OVERVIEW
+
+
+def index_prefix(experiment: str | None = None) -> str:
+    """``index/`` or ``index/<experiment>/``."""
+    return f"{INDEX}/{check_name(experiment, 'experiment name')}/" if experiment else f"{INDEX}/"
+
+
+def index_entry(experiment: str, name: str) -> str:
+    return f"{index_prefix(experiment)}entries/{check_name(name, 'index entry name')}"
+
+
+def index_segment(experiment: str, name: str) -> str:
+    return f"{index_prefix(experiment)}segments/{check_name(name, 'index segment name')}"
+
+
+def compactor_lease(experiment: str) -> str:
+    return f"{index_prefix(experiment)}compactor/"
 
 
 @dataclass(frozen=True)
@@ -97,6 +123,17 @@ class RunLayout:
     @property
     def outer_checkpoints(self) -> str:
         return self.key("checkpoints/outer/")
+
+    def event(self, name: str) -> str:
+        return self.key(f"events/{check_name(name, 'event name')}.json")
+
+    @property
+    def events(self) -> str:
+        return self.key("events/")
+
+    @property
+    def lease(self) -> str:
+        return self.key("lease/")
 
     def inner_checkpoints(self, outer_step: int, replica: int) -> str:
         return self.key(f"checkpoints/inner/{outer_step:04d}/{replica:03d}/")

@@ -1,0 +1,13 @@
+"""Short text forms of recorded values, shared by the CLI, the reports and the progress lines
+(no torch: read-only commands use them)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+
+def sign_string(hypergradients: Mapping[str, Sequence[float]]) -> str:
+    """``"lr:+-0 momentum:+"``: per hyperparameter, sign(h_k) of each segment k as ``+``,
+    ``-`` or ``0`` (the only part of a hypergradient the sign optimizer uses)."""
+    return " ".join(f"{name}:" + "".join("+" if g > 0 else "-" if g < 0 else "0" for g in grads)
+                    for name, grads in hypergradients.items())
