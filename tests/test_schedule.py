@@ -96,3 +96,15 @@ def test_a_base_shape_scales_the_segment_values_and_stretches_with_the_horizon()
     with pytest.raises(ValueError, match=r"unknown schedule shape\(s\) \{'lr': 'exp'\}; known "
                                          r"shapes are \['constant', 'step', 'cosine', 'linear'\]"):
         Schedule(8, s.values, shapes={"lr": "exp"})
+
+
+def test_plots_trace_a_shaped_schedule_step_by_step_and_a_plain_one_by_segments():
+    from fdshpo.plots import schedules_png, step_curve
+
+    s = Schedule(8, {"lr": [0.4, 0.2], "momentum": [0.9], "weight_decay": [0.0]},
+                 shapes={"lr": "linear"})
+    xs, ys = step_curve(s.values["lr"].tolist(), 8, s.shapes["lr"])
+    assert xs == list(range(9)) and ys[:8] == pytest.approx([s.at(t)["lr"] for t in range(8)])
+    assert step_curve([0.4, 0.2], 8) == ([0, 4, 4, 8], [0.4, 0.4, 0.2, 0.2])
+    for form in (s, s.to_dict()):  # a Schedule or its stored dict
+        assert schedules_png([("shaped", form)]).startswith(b"\x89PNG")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .budget import CostModel
 from .compare import Comparison, MethodRun
-from .schedule import HYPERPARAMETERS
+from .plots import schedules_png
 
 OUTPUT_FILES = ("comparison.csv", "comparison.md", "comparison.json", "accuracy_vs_budget.png",
                 "schedules.png")
@@ -129,28 +129,14 @@ def plot_accuracy_vs_budget(comparison: Comparison, path: Path) -> None:
 
 def plot_schedules(comparison: Comparison, path: Path) -> None:
     """Each method's pick at the largest budget on the first seed, stretched to the final job:
-    lr, momentum and weight decay per step."""
-    plt = _pyplot()
+    lr, momentum and weight decay per step (:func:`fdshpo.plots.schedules_png`)."""
     seed, budget = comparison.rows[0].seed, comparison.budget_runs[-1]
     final = comparison.space.final_steps
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for r in comparison.rows:
-        if r.seed != seed or r.budget_runs != budget:
-            continue
-        schedule = r.schedule.stretched(final)
-        per_step = [schedule.at(t) for t in range(final)]
-        for ax, name in zip(axes, HYPERPARAMETERS):
-            ax.plot(range(final), [v[name] for v in per_step], label=r.method,
-                    drawstyle="steps-post")
-    for ax, name in zip(axes, ("learning rate", "momentum", "weight decay")):
-        ax.set_title(name)
-        ax.set_xlabel("step of the final job")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize="small")
-    fig.suptitle(f"Schedules picked with a budget of {budget:g} runs (seed {seed})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    curves = [(r.method, r.schedule.stretched(final)) for r in comparison.rows
+              if r.seed == seed and r.budget_runs == budget]
+    path.write_bytes(schedules_png(curves, title=f"Schedules picked with a budget of "
+                                                  f"{budget:g} runs (seed {seed}), over the "
+                                                  "final job"))
 
 
 def write_outputs(comparison: Comparison, out_dir: str | Path, store=None,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 
-from .segments import HYPERPARAMETERS, segment_start
+from .segments import HYPERPARAMETERS, segment_index, segment_start
+from .shapes import shape_factors
 
 #: ``(label, schedule)`` or ``(label, schedule, matplotlib line options)``; label may be None.
 Curve = tuple
@@ -44,11 +45,24 @@ def segment_values(schedule) -> tuple[int, dict[str, list[float]]]:
                                      for n, vs in schedule.values.items()}
 
 
-def step_curve(values: Sequence[float], num_steps: int) -> tuple[list[int], list[float]]:
-    """(xs, ys) tracing piecewise-constant segment values over steps 0..T (segment k spans
-    ``segment_start(k) .. segment_start(k + 1)``)."""
-    xs, ys = [], []
+def shapes_of(schedule) -> dict[str, str]:
+    """``{name: base shape}`` of a Schedule or its dict form (constant when not given)."""
+    shapes = (schedule.get("shapes") if isinstance(schedule, Mapping)
+              else schedule.shapes) or {}
+    return {n: shapes.get(n, "constant") for n in HYPERPARAMETERS}
+
+
+def step_curve(values: Sequence[float], num_steps: int, shape: str = "constant"
+               ) -> tuple[list[int], list[float]]:
+    """(xs, ys) tracing a hyperparameter over steps 0..T: piecewise-constant segment values
+    (segment k spans ``segment_start(k) .. segment_start(k + 1)``), each step's value times its
+    base shape's factor when the shape is not constant."""
     n = len(values)
+    if shape != "constant":
+        factors = shape_factors(shape, num_steps)
+        ys = [values[segment_index(t, n, num_steps)] * f for t, f in enumerate(factors)]
+        return list(range(num_steps + 1)), ys + ys[-1:]
+    xs, ys = [], []
     for k, value in enumerate(values):
         xs += [segment_start(k, n, num_steps), segment_start(k + 1, n, num_steps)]
         ys += [value, value]
@@ -73,8 +87,9 @@ def schedules_png(curves: Sequence[Curve], title: str | None = None) -> bytes:
         label, schedule = curve[0], curve[1]
         style = {"lw": 1.2, **(curve[2] if len(curve) > 2 else {})}
         num_steps, values = segment_values(schedule)
+        shapes = shapes_of(schedule)
         for ax, name in zip(axes, HYPERPARAMETERS):
-            xs, ys = step_curve(values[name], num_steps)
+            xs, ys = step_curve(values[name], num_steps, shapes[name])
             ax.plot(xs, ys, label=label if ax is axes[0] else None, **style)
         labelled |= label is not None
     for ax, name in zip(axes, HYPERPARAMETERS):

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .segments import HYPERPARAMETERS, segment_index, segment_start
-from .shapes import SHAPES, shape_values
+from .shapes import SHAPES, shape_factors
 
 __all__ = ["DEFAULT_BOUNDS", "HYPERPARAMETERS", "Schedule", "check_names", "segment_index",
            "segment_start"]
@@ -121,7 +121,7 @@ class Schedule:
         object.__setattr__(self, "bounds", bounds)
         object.__setattr__(self, "shapes", shapes)
         object.__setattr__(self, "_scales", {
-            n: None if shape == "constant" else shape_values(shape, self.num_steps, 1.0).tolist()
+            n: None if shape == "constant" else shape_factors(shape, self.num_steps)
             for n, shape in shapes.items()})
 
     # -- construction --------------------------------------------------------------------------

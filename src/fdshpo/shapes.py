@@ -17,34 +17,42 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 SHAPES: tuple[str, ...] = ("constant", "step", "cosine", "linear")
 
 
-def shape_values(shape: str, num_steps: int, peak: float, gamma: float = 0.1,
-                 milestones: tuple[float, ...] = (0.5, 0.75)) -> torch.Tensor:
-    """(T,) float64 learning rates of ``shape`` with peak ``peak`` (equations above)."""
+def shape_factors(shape: str, num_steps: int, gamma: float = 0.1,
+                  milestones: tuple[float, ...] = (0.5, 0.75)) -> list[float]:
+    """The T factors s(t / T) of ``shape`` (the equations above with peak 1), as floats (no
+    torch: plots and the torch-free CLI use it too)."""
     if shape not in SHAPES:
         raise ValueError(f"unknown schedule shape {shape!r}; known shapes are {list(SHAPES)}")
     if num_steps < 1:
         raise ValueError(f"num_steps must be positive, got {num_steps}")
-    t = torch.arange(num_steps, dtype=torch.float64)
+    T = num_steps
     if shape == "constant":
-        factor = torch.ones_like(t)
-    elif shape == "step":
-        drops = sum((t >= m * num_steps).to(torch.float64) for m in milestones)
-        factor = gamma ** drops
-    elif shape == "cosine":
-        factor = (1 + torch.cos(math.pi * t / num_steps)) / 2
-    else:
-        factor = 1 - t / num_steps
-    return peak * factor
+        return [1.0] * T
+    if shape == "step":
+        return [gamma ** sum(t >= m * T for m in milestones) for t in range(T)]
+    if shape == "cosine":
+        return [(1 + math.cos(math.pi * t / T)) / 2 for t in range(T)]
+    return [1 - t / T for t in range(T)]
 
 
-def fit_segments(values: torch.Tensor, num_segments: int) -> torch.Tensor:
-    """(n,) means of ``values`` over the n shared segments k(t) = floor(t * n / T)."""
-    from .schedule import segment_start
+def shape_values(shape: str, num_steps: int, peak: float, gamma: float = 0.1,
+                 milestones: tuple[float, ...] = (0.5, 0.75)):
+    """(T,) float64 tensor: peak times :func:`shape_factors` (the equations above)."""
+    import torch
+
+    factors = shape_factors(shape, num_steps, gamma, milestones)
+    return peak * torch.tensor(factors, dtype=torch.float64)
+
+
+def fit_segments(values, num_segments: int):
+    """(n,) means of the (T,) tensor ``values`` over the n shared segments
+    k(t) = floor(t * n / T)."""
+    import torch
+
+    from .segments import segment_start
 
     T = values.numel()
     if not 1 <= num_segments <= T:
