@@ -25,12 +25,15 @@ def test_trajectory_equals_torch_optim_sgd_with_the_schedule_applied_per_step(ki
         assert not torch.equal(ours[1].running_mean, model[1].running_mean)
 
 
-def test_training_does_not_modify_the_model():
-    model = tiny_mlp()
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_training_does_not_modify_the_model_nor_its_mode(mode):
+    model = tiny_conv_bn()
+    model.train(mode == "train")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train(model, LOSS, batches_for("mlp", 3), Schedule.constant(3, lr=0.1, momentum=0.9))
+    train(model, LOSS, batches_for("conv", 3), Schedule.constant(3, lr=0.1, momentum=0.9))
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+    assert all(m.training == (mode == "train") for m in model.modules())
 
 
 def test_too_few_batches_is_reported_with_the_counts():
