@@ -41,7 +41,8 @@ def test_compare_command_writes_tables_plots_and_store_and_resumes(tmp_path, cap
     torch.set_num_threads(1)
     config = write_config(tmp_path)
     out = tmp_path / "out"
-    assert main(["compare", str(config), "--out", str(out), "--name", "c1"]) == 0
+    assert main(["compare", str(config), "--out", str(out), "--name", "c1",
+                 "--engine", "reverse"]) == 0
     printed = capsys.readouterr().out
     assert "Budget: 2 final-job runs (80 plain-step equivalents)" in printed
     assert "| fds |" in printed and "| linear |" in printed
@@ -54,10 +55,14 @@ def test_compare_command_writes_tables_plots_and_store_and_resumes(tmp_path, cap
     assert {s["method"] for s in data["summary"]} == {"fds", "random", "linear"}
     assert all("test_accuracy_mean" in s and s["budget_runs"] in (2, 4) for s in data["summary"])
     assert data["settings"]["init"] == "xavier" and data["settings"]["val_batch_size"] == 200
+    fds = next(r for r in data["runs"] if r["method"] == "fds")["searches"]
+    assert all(s["details"]["engine"]["engine"] == "reverse" for s in fds)  # --engine reached it
+    assert all(s["ledger"]["reverse_steps"] > 0 == s["ledger"]["fds_steps"] for s in fds)
     stored = tmp_path / "store" / "experiments" / "tiny" / "comparisons" / "c1"
     assert (stored / "comparison.md").exists() and (stored / "schedules.png").exists()
     # a rerun finds every (seed, method) in the journal and runs nothing again
-    assert main(["compare", str(config), "--out", str(out), "--no-store"]) == 0
+    assert main(["compare", str(config), "--out", str(out), "--no-store",
+                 "--engine", "reverse"]) == 0
     assert "resuming: 3 finished, 0 to run" in capsys.readouterr().out
     assert json.loads((out / "comparison.json").read_text())["summary"] == data["summary"]
 
