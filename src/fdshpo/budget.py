@@ -152,13 +152,14 @@ def fds_run_ledger(schedule: Schedule, learn, val_examples: int, engine: str = "
     return Ledger(fds_steps=T, fds_columns=live, grad_examples=val_examples)
 
 
-def fds_engine(model: nn.Module, train_batches, schedule: Schedule, learn,
-               cost_model: CostModel, engine: str = "auto",
-               recompute_every: int | None = None) -> EngineChoice:
-    """The engine an FDS run of ``model`` on ``train_batches`` uses (``engine="auto"``: the
-    cheaper by ``cost_model``'s prices among those whose state fits,
-    :func:`fdshpo.engine.choose_engine`). Charge it with :func:`fds_run_ledger` and run it by
-    passing its ``engine`` and ``recompute_every`` on, so the run is the one charged."""
+def fds_engine(model: nn.Module, schedule: Schedule, learn, cost_model: CostModel,
+               engine: str = "auto", recompute_every: int | None = None,
+               train_batches=None) -> EngineChoice:
+    """The engine an FDS run of ``model`` uses (``engine="auto"``: the cheaper by
+    ``cost_model``'s prices among those whose state fits, :func:`fdshpo.engine.choose_engine`;
+    ``train_batches`` None: a problem's batches, which reverse mode can read again). Charge it
+    with :func:`fds_run_ledger` and run it by passing its ``engine`` and ``recompute_every``
+    on, so the run is the one charged."""
     params = [p for p in model.parameters() if p.requires_grad]
     return choose_engine(engine, schedule, learn, sum(p.numel() for p in params),
                          params[0].element_size(), train_batches,

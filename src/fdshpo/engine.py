@@ -90,7 +90,7 @@ def choose_engine(
     learn: Sequence[str],
     num_params: int,
     itemsize: int,
-    train_batches: Iterable[Batch],
+    train_batches: Iterable[Batch] | None,
     *,
     hvp_clamp: float | None = None,
     prices: EnginePrices | Callable[[], EnginePrices] | None = None,
@@ -102,7 +102,8 @@ def choose_engine(
 
     ``prices`` may be a function that measures them: it is called only when the choice comes
     down to time (``price_source`` names them in the reason). Without prices ``auto`` takes
-    forward once rules 1-3 leave both engines in.
+    forward once rules 1-3 leave both engines in. ``train_batches=None``: batches known to be
+    read again by index (a :class:`~fdshpo.problem.ClassificationProblem`'s ShuffledBatches).
     Raises ValueError for an unknown engine, and for ``engine="reverse"`` with ``hvp_clamp``.
     """
     if requested not in ENGINES:
@@ -127,10 +128,12 @@ def choose_engine(
         return choice(requested, "requested")
     if hvp_clamp is not None:
         return choice("forward", "hvp_clamp is a forward-mode option")
-    if is_one_shot(train_batches):
+    if train_batches is None:
+        pass
+    elif is_one_shot(train_batches):
         return choice("forward", "train_batches is a one-shot iterator, which reverse mode "
                                  "cannot read again")
-    if not is_indexable(train_batches):
+    elif not is_indexable(train_batches):
         return choice("forward", "train_batches is not a sequence or ShuffledBatches, which "
                                  "reverse mode reads again by index")
     if memory_limit is not None:

@@ -43,8 +43,7 @@ def fds_outer_work(problem: ClassificationProblem, schedule: Schedule, learn,
                    ) -> tuple[Ledger, EngineChoice]:
     """(the work of one outer step from ``schedule``, the engine that does it): ``replicas``
     inner runs of the engine :func:`~fdshpo.budget.fds_engine` picks for ``problem``."""
-    task = problem(0, 0, schedule.num_steps)
-    choice = fds_engine(task.model, task.train_batches, schedule, learn, cost_model, engine)
+    choice = fds_engine(problem.model(0), schedule, learn, cost_model, engine)
     run = fds_run_ledger(schedule, learn, validation_examples(problem), choice.engine,
                          choice.recompute_every)
     return sum([run] * replicas, Ledger()), choice

@@ -66,12 +66,11 @@ def window_engines(problem: ClassificationProblem, space: SearchSpace, learn,
                    ) -> tuple[list[EngineChoice], list[Ledger]]:
     """Per window: the engine its runs use (:func:`fdshpo.budget.fds_engine`) and the work of
     one run of it."""
-    task, n_val = problem(0, 0, space.num_steps), validation_examples(problem)
+    model, n_val = problem.model(0), validation_examples(problem)
     choices, work = [], []
     for a, b in windows(space):
         window = Schedule.constant(b - a, 0.0)
-        choice = fds_engine(task.model, _window_batches(task.train_batches, a, b), window,
-                            learn, cost_model, engine)
+        choice = fds_engine(model, window, learn, cost_model, engine)
         choices.append(choice)
         work.append(fds_run_ledger(window, learn, n_val, choice.engine, choice.recompute_every))
     return choices, work
