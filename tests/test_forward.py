@@ -51,11 +51,14 @@ SHAPED = Schedule(T, {"lr": [0.2, 0.3, 0.1], "momentum": [0.9, 0.6],
                   shapes={"lr": "linear", "momentum": "cosine", "weight_decay": "linear"})
 
 
+@pytest.mark.parametrize("engine", ["forward", "reverse"])
 @pytest.mark.parametrize("kind", ["mlp", "conv_bn"])
-def test_shaped_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind):
-    # h_t = lambda_k(t) * shape(t / T): the segment values scale a base shape
+def test_shaped_hypergradients_equal_reverse_mode_through_the_unrolled_run(kind, engine):
+    # h_t = lambda_k(t) * shape(t / T): the segment values scale a base shape, so each step's
+    # derivative is scaled by the shape factor, in either engine
     model, train, val = _case(kind)
-    result = forward_mode(model, LOSS, train, val, SHAPED)
+    result = hypergradient(model, LOSS, train, val, SHAPED, engine=engine)
+    assert result.engine.engine == engine
     ref_loss, ref = unrolled_reverse_hypergradient(model, LOSS, train, val, SHAPED,
                                                    fdshpo.HYPERPARAMETERS)
     assert result.val_loss == pytest.approx(ref_loss, rel=1e-12)

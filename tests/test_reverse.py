@@ -53,21 +53,6 @@ def test_reverse_mode_equals_reverse_mode_through_the_unrolled_run(kind, learn,
     assert _max_rel(result.grads, ref) < 1e-8
 
 
-SHAPED = Schedule(T, {"lr": [0.2, 0.3, 0.1], "momentum": [0.9, 0.6],
-                     "weight_decay": [1e-2, 3e-3]},
-                  shapes={"lr": "linear", "momentum": "cosine", "weight_decay": "linear"})
-
-
-@pytest.mark.parametrize("kind", ["mlp", "conv_bn"])
-def test_shaped_schedules_equal_reverse_mode_through_the_unrolled_run(kind):
-    # h_t = lambda_k(t) * shape(t / T): each step's derivative is scaled by the shape factor
-    model, train_batches, val = _case(kind)
-    result = hypergradient(model, LOSS, train_batches, val, SHAPED, engine="reverse")
-    ref_loss, ref = unrolled_reverse_hypergradient(model, LOSS, train_batches, val, SHAPED, ALL)
-    assert result.val_loss == pytest.approx(ref_loss, rel=1e-12)
-    assert _max_rel(result.grads, ref) < 1e-8
-
-
 def test_reverse_mode_agrees_with_central_finite_differences():
     model, train_batches, val = _case("conv_bn")
     result = hypergradient(model, LOSS, train_batches, val, SCHEDULE, engine="reverse")
