@@ -39,14 +39,14 @@ ALL = ("lr", "momentum", "weight_decay")
 VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "base": ("the config as it is", {}, {}, {}),
     "paper": ("the paper's outer loop: additive steps 0.1 / 0.1 / 1e-3, last iterate, no "
-              "backtracking, constant shapes",
+              "backtracking, constant shapes, a fresh split and batch order each outer step",
               {"multiplicative": [], "backtrack": False, "select": "last",
                "step_sizes": {"lr": 0.1, "momentum": 0.1, "weight_decay": 1e-3}},
-              {"shapes": {}}, {}),
-    "paper+best": ("the paper's loop returning the best-validated schedule",
+              {"shapes": {}}, {"resample": True}),
+    "paper+best": ("the paper's loop (as `paper`) returning the best-validated schedule",
                    {"multiplicative": [], "backtrack": False, "select": "best",
                     "step_sizes": {"lr": 0.1, "momentum": 0.1, "weight_decay": 1e-3}},
-                   {"shapes": {}}, {}),
+                   {"shapes": {}}, {"resample": True}),
     "last": ("the last iterate instead of the best-validated", {"select": "last"}, {}, {}),
     "additive": ("additive steps (0.1 / 0.1 / 1e-3) instead of multiplicative ones",
                  {"multiplicative": [],
@@ -55,8 +55,11 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "constant-shape": ("constant learning-rate segments (no base shape)", {},
                        {"shapes": {}}, {}),
     "replicas-2": ("2 replicas per outer step", {"replicas": 2}, {}, {}),
-    "fixed-split": ("one fixed validation split instead of a new one each outer step", {}, {},
-                    {"fixed_split": True}),
+    "resample": ("a fresh validation split and batch order each outer step (the paper's) "
+                 "instead of outer step 0's every time (common random numbers)", {}, {},
+                 {"resample": True}),
+    "fixed-split": ("one fixed validation split but a fresh batch order each outer step", {}, {},
+                    {"resample": True, "fixed_split": True}),
     "steps-0.15": ("multiplicative step sizes 0.15", {"step_sizes": dict.fromkeys(ALL, 0.15)},
                    {}, {}),
     "steps-0.6": ("multiplicative step sizes 0.6", {"step_sizes": dict.fromkeys(ALL, 0.6)},
@@ -64,6 +67,11 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "segments-3": ("3 learning-rate segments instead of 7", {}, {"segments": {"lr": 3}}, {}),
     "horizon-half": ("learn on half the search horizon", {}, {"horizon_scale": 0.5}, {}),
     "horizon-double": ("learn on twice the search horizon", {}, {"horizon_scale": 2.0}, {}),
+    "max-steps-4": ("at most 4 outer steps", {"outer_steps": 4}, {}, {}),
+    "max-steps-6": ("at most 6 outer steps", {"outer_steps": 6}, {}, {}),
+    "max-steps-10": ("at most 10 outer steps", {"outer_steps": 10}, {}, {}),
+    "start-high": ("FDS alone starts from lr 0.1, momentum 0.9 (the baselines keep the common "
+                   "start)", {}, {"initial": {"lr": 0.1, "momentum": 0.9}}, {}),
 }
 
 
@@ -81,6 +89,10 @@ def variant_setup(config, device: str, name: str):
         changes["num_steps"] = max(1, round(space.num_steps * space_over["horizon_scale"]))
     if changes:
         space = dataclasses.replace(space, **changes)
+    if "initial" in space_over:
+        initial = {**(initial or {}), **space_over["initial"]}
+    problem = dataclasses.replace(problem, **{k: v for k, v in problem_over.items()
+                                              if k != "fixed_split"})
     if problem_over.get("fixed_split"):
         n = len(problem.dataset.train_images)
         _, val_index = split_validation(n, problem.val_fraction, problem.split_seed(0))
@@ -119,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--budget-runs", type=float, nargs="+")
     parser.add_argument("--baseline", help="a comparison.json whose cost model and baseline "
-                                           "rows to use")
+                                           "rows to use, or a running comparison's "
+                                           "partial.jsonl (its cost model only)")
     parser.add_argument("--record", help="bench/results/NAME: also write NAME.md")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
@@ -131,10 +144,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows, cost_model = [], None
     if args.baseline:
-        data = json.loads(Path(args.baseline).read_text())
+        text = Path(args.baseline).read_text()
+        data = json.loads(text.splitlines()[0] if args.baseline.endswith(".jsonl") else text)
         cost_model = CostModel.from_dict(data["cost_model"])
-        rows += [{"variant": s["method"], **s} for s in data["summary"]
-                 if s["method"] != "fds" and s["budget_runs"] in budgets]
+        rows += [{"variant": "fds: base (the comparison's own run)" if s["method"] == "fds"
+                  else s["method"], **s} for s in data.get("summary", ())
+                 if s["budget_runs"] in budgets]
     for name in args.variants:
         problem, space, initial, fds = variant_setup(config, args.device, name)
         if cost_model is None:

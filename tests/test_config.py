@@ -60,6 +60,7 @@ def test_defaults_fill_a_minimal_config(tmp_path):
     assert config.network_init == "default" and config.engine == "auto"
     assert config.outer_step().engine_options == {"engine": "auto"}
     assert (config.data.val_batch_size, config.data.augment) == (1000, False)
+    assert config.data.resample is True
     assert config.compare.methods is None and config.compare.budget_runs is None
 
 
@@ -68,13 +69,15 @@ def test_the_problem_follows_every_setting_the_benchmarks_use(tmp_path):
 
     data = minimal()
     data["network_init"] = "xavier"
-    data["data"].update(batch_size=64, val_fraction=0.2, val_batch_size=250, augment=True)
+    data["data"].update(batch_size=64, val_fraction=0.2, val_batch_size=250, augment=True,
+                        resample=False)
     data["compare"] = {"methods": "fds, linear", "seeds": [3, 4], "budget_runs": [2, 8]}
     config = load_config(write(tmp_path, data))
     assert (config.compare.methods, config.compare.seeds, config.compare.budget_runs) == (
         ["fds", "linear"], [3, 4], [2.0, 8.0])
     problem = config.problem(load_fashion_mnist_sample(), "cpu")
     assert (problem.init, problem.augment, problem.val_batch_size) == ("xavier", True, 250)
+    assert problem.resample is False
     assert (problem.batch_size, problem.val_fraction, problem.network) == (64, 0.2, "mlp")
     task = problem(0, 0, 3)
     assert [len(x) for x, _ in task.val_batches] == [250, 250, 250, 250]  # 1000 held out

@@ -58,3 +58,20 @@ def test_every_random_stream_of_a_run_has_a_seed_of_its_own(problem):
     with pytest.raises(ValueError, match=r"unknown seed purpose 'dropout'; known: "
                                          + str(sorted(PURPOSES)).replace("[", r"\[")):
         derive_seed(0, "dropout")
+
+
+def test_without_resampling_every_outer_step_sees_outer_step_0s_split_and_batches(problem):
+    import dataclasses
+
+    import torch
+
+    fixed = dataclasses.replace(problem, resample=False)
+    for outer_step in (1, 4):
+        assert fixed.split_seed(outer_step) == problem.split_seed(0)
+        assert fixed.order_seed(outer_step, 2) == problem.order_seed(0, 2)
+        same, fresh, first = fixed(outer_step, 0, 5), problem(outer_step, 0, 5), problem(0, 0, 5)
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(same.train_batches, first.train_batches))
+        assert not all(torch.equal(a[0], b[0])
+                       for a, b in zip(fresh.train_batches, first.train_batches))
+        assert torch.equal(same.val_batches[0][0], first.val_batches[0][0])
+    assert fixed.order_seed(1, 0) != fixed.order_seed(1, 1)  # replicas still differ

@@ -311,7 +311,7 @@ def settings(problem: ClassificationProblem, space: SearchSpace, budget_runs: Se
             "network": problem.network, "init": problem.init, "dataset": problem.dataset.name,
             "batch_size": problem.batch_size, "val_fraction": problem.val_fraction,
             "val_batch_size": problem.val_batch_size, "augment": problem.augment,
-            "device": str(problem.device)}
+            "resample": problem.resample, "device": str(problem.device)}
 
 
 def predicted_seconds(space: SearchSpace, cost_model: CostModel, methods: Sequence[str],

@@ -15,6 +15,8 @@ Every key, with its default (the dataclass fields below are the only place defau
       val_fraction: 0.05              # share of the training set held out for validation
       val_batch_size: 1000            # examples per batch when scoring the validation split
       augment: false                  # random 4-pixel crop + horizontal flip of training batches
+      resample: true                  # a fresh split and batch order each outer step; false:
+                                      # outer step 0's every time (common random numbers)
     network: NAME                     # required: mlp, lenet or wrn-D-K
     network_init: default             # default (PyTorch's) or xavier (the paper's)
     schedule:
@@ -103,6 +105,7 @@ class DataConfig:
     val_fraction: float = 0.05
     val_batch_size: int = 1000
     augment: bool = False
+    resample: bool = True
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ class ExperimentConfig:
         return ClassificationProblem(dataset, self.network, batch_size=d.batch_size,
                                      val_fraction=d.val_fraction, val_batch_size=d.val_batch_size,
                                      seed=self.seed, device=device, augment=d.augment,
-                                     init=self.network_init)
+                                     init=self.network_init, resample=d.resample)
 
 
 def _bound(value, default: float) -> float:
@@ -296,7 +299,7 @@ def _validate(data: Any) -> ExperimentConfig:
         batch_size=d.integer("batch_size", minimum=1),
         val_fraction=d.number("val_fraction", low=0.0, high=1.0, open_interval=True),
         val_batch_size=d.integer("val_batch_size", minimum=1),
-        augment=d.boolean("augment"))
+        augment=d.boolean("augment"), resample=d.boolean("resample"))
 
     s = top.section("schedule", ScheduleConfig)
     horizon = s.integer("horizon", minimum=1)

@@ -9,7 +9,11 @@ global: for outer step s and replica r,
     batch order        derive_seed(S, "order", s, r)   (+ epoch inside ShuffledBatches)
 
 so every outer step of every replica is reproducible from S alone, and no two streams share a
-seed. The final retraining has streams of its own (:func:`fdshpo.evaluate.retrain_and_test`).
+seed. With ``resample=False`` every outer step reuses outer step 0's split and batch order
+(s = 0 above: common random numbers), so the validation losses of two outer steps differ only
+through their schedules; that is what ``select="best"`` and backtracking compare, and what every
+trial of a black-box search already gets (all its trials run on outer step 0). The final
+retraining has streams of its own (:func:`fdshpo.evaluate.retrain_and_test`).
 With ``val_index`` set (e.g. from a prepared bundle, :func:`fdshpo.data.load_prepared`) every
 outer step uses that fixed held-out split instead. ``augment=True`` applies the seeded random
 crop (4 pixels) and horizontal flip of :func:`fdshpo.data.random_crop_flip` to training batches
@@ -48,6 +52,7 @@ class ClassificationProblem:
     dtype: torch.dtype = torch.float32
     augment: bool = False
     init: str = "default"
+    resample: bool = True
     val_index: torch.Tensor | None = field(default=None, compare=False, repr=False)
     _split_cache: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -75,13 +80,17 @@ class ClassificationProblem:
                                augment=random_crop_flip if self.augment else None)
 
     def split_seed(self, outer_step: int) -> int:
-        return derive_seed(self.seed, "split", outer_step)
+        return derive_seed(self.seed, "split", self._stream_step(outer_step))
 
     def init_seed(self, replica: int) -> int:
         return derive_seed(self.seed, "init", replica)
 
     def order_seed(self, outer_step: int, replica: int) -> int:
-        return derive_seed(self.seed, "order", outer_step, replica)
+        return derive_seed(self.seed, "order", self._stream_step(outer_step), replica)
+
+    def _stream_step(self, outer_step: int) -> int:
+        """The outer step whose split and batch order ``outer_step`` draws (see ``resample``)."""
+        return outer_step if self.resample else 0
 
     def model(self, replica: int = 0, seed: int | None = None) -> torch.nn.Module:
         """A fresh network: replica ``replica``'s initialisation, or ``seed``'s when given."""
