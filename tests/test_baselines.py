@@ -346,3 +346,25 @@ def test_fds_is_charged_for_the_engine_it_runs(problem, space):
     greedy = get_method("greedy")(problem, space, BUDGET, CHEAP_REVERSE)
     assert set(greedy.details["engines"]) <= {"forward", "reverse"}
     assert greedy.cost == greedy.ledger.cost(CHEAP_REVERSE) <= BUDGET
+
+
+def test_trials_are_scored_with_the_objective_fds_differentiates():
+    """One validation loss for every method: a trial's score is the value FDS reports for the
+    same schedule on the same task, also with BatchNorm (each batch's statistics) and a short
+    last validation batch (example-weighted)."""
+    import dataclasses
+
+    from nets import sample_subset_problem
+
+    from fdshpo import hypergradient
+    from fdshpo.baselines.space import evaluate_schedule
+
+    problem = dataclasses.replace(sample_subset_problem(train=120, test=20, seed=4),
+                                  network="wrn-10-1", val_batch_size=5)
+    schedule = Schedule.constant(3, lr=0.05, momentum=0.5, weight_decay=1e-4)
+    score, _ = evaluate_schedule(problem, schedule)
+    task = problem(0, 0, 3)
+    assert [len(y) for _, y in task.val_batches] == [5, 5, 2]  # 12 held out
+    fds = hypergradient(task.model, torch.nn.functional.cross_entropy, task.train_batches,
+                        task.val_batches, schedule, engine="forward")
+    assert score == pytest.approx(fds.val_loss, rel=1e-5)
