@@ -1,22 +1,42 @@
-"""FDS engine cost, as ratios to a plain ``torch.optim.SGD`` step measured in the same process.
+"""Both hypergradient engines' cost, as ratios to a plain ``torch.optim.SGD`` step in one process.
 
-    python bench/engine.py [--device cpu|cuda] [--horizon 70] [--repeats 3] [--out FILE.json]
+    python bench/engine.py [--device cpu|cuda] [--networks lenet,mlp] [--segments 7,28,70]
+                           [--horizon 70] [--repeats 3] [--threads 2] [--out FILE.json]
 
-LeNet-5 on 28x28 inputs, batch 128 (random data: the cost does not depend on the values).
-Reports, each as a median over interleaved repeats (the machines are shared and noisy):
+For each network (LeNet-5 and an MLP 784-128-10 on 28x28 inputs, batch 128, random data: the
+cost does not depend on the values) and each learned (n, 1, 1) segmentation (K = n + 2 learned
+values), a whole :func:`fdshpo.hypergradient` run over the horizon with:
 
-- ``fds_step_ratio``: mean time per inner step of ``hypergradient`` with (7, 1, 1) learned
-  segments over the horizon, over one plain SGD step (target <= 7 on CPU), with the HVP form
-  that ``hvp="auto"`` picks on the device, and the same with the other form;
-- ``tangent_cost``: extra plain steps per live tangent (slope of the grad+HVP pass over K);
-- peak memory of the whole FDS run at two horizons 10x apart (each in a fresh subprocess:
-  peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA); it must be flat.
+- ``forward``: the forward engine (tangents; ``hvp="auto"``);
+- ``reverse``: checkpointed reverse mode, states stored every ceil(sqrt(T)) steps (default);
+- ``reverse_all``: reverse mode storing every state (``recompute_every=1``: no recomputation);
+- ``auto``: ``engine="auto"`` with its default (calibrated) prices, and what it picked;
+
+each as mean time per inner step over one plain SGD step (momentum and weight decay on): in
+each of ``--repeats`` rounds, plain steps, one run of every kind, plain steps again; a run's
+ratio is over the mean of its round's plain steps; the median over rounds is reported and every
+round's ratio kept in the JSON. Also ``auto_measure``: ``engine="auto"`` with
+``prices="measure"`` (its measurement included), once per network at the smallest K.
+
+On a machine shared with other work, run it with ``OMP_WAIT_POLICY=PASSIVE``: spinning OpenMP
+threads that lose their core to other processes made plain steps 5-15x slower and the ratios
+meaningless (measured on the 2-core development machine).
+
+``--calibrate`` prints the :class:`fdshpo.EnginePrices` fitted to these runs (plain steps):
+forward_base and per_tangent by least squares of the forward runs' step cost on the mean live
+K; reverse_step from ``reverse_all``; recompute from ``reverse`` - ``reverse_all`` per
+recomputed step. ``fdshpo.prices.CALIBRATED_PRICES["cpu"]`` holds LeNet-5's fit.
+
+Peak memory of whole runs of both engines at two horizons 10x apart (LeNet-5, (7, 1, 1)), each
+in a fresh subprocess: peak RSS (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA), and the
+peak bytes of the engine's own state (tensors it holds, stored trajectory included).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -29,11 +49,16 @@ import torch
 from torch import nn
 
 import fdshpo
-from fdshpo.forward import ForwardEngine
-from fdshpo.models import LeNet5
+from fdshpo.models import LeNet5, mlp
+from fdshpo.result import TangentColumns
+from fdshpo.reverse import default_interval, recomputed_steps
 
 LOSS = nn.functional.cross_entropy
 BATCH = 128
+NETWORKS = {"lenet": ("LeNet-5 (61,706 params)", lambda: LeNet5()),
+            "mlp": ("MLP 784-128-10 (101,770 params)", lambda: mlp((1, 28, 28), 10))}
+RUNS = {"forward": {"engine": "forward"}, "reverse": {"engine": "reverse"},
+        "reverse_all": {"engine": "reverse", "recompute_every": 1}, "auto": {"engine": "auto"}}
 
 
 def make_batches(num: int, device: str, seed: int = 0):
@@ -45,6 +70,12 @@ def make_batches(num: int, device: str, seed: int = 0):
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def schedule(horizon: int, lr_segments: int) -> fdshpo.Schedule:
+    return fdshpo.Schedule.constant(horizon, lr=0.01, momentum=0.9, weight_decay=5e-4,
+                                    segments={"lr": lr_segments, "momentum": 1,
+                                              "weight_decay": 1})
 
 
 def time_plain(model: nn.Module, batches, device: str) -> float:
@@ -60,128 +91,171 @@ def time_plain(model: nn.Module, batches, device: str) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
-def time_fds(model: nn.Module, batches, val, horizon: int, device: str,
-             hvp: str = "auto") -> float:
-    """Seconds per inner step of a whole hypergradient() run with (7, 1, 1) segments."""
-    schedule = fdshpo.Schedule.constant(horizon, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                        segments={"lr": 7, "momentum": 1, "weight_decay": 1})
+def time_run(model, batches, val, sched, device, **options):
+    """(seconds per inner step, result) of a whole hypergradient() run."""
     sync(device)
     start = time.perf_counter()
-    fdshpo.hypergradient(model, LOSS, batches[:horizon], val, schedule, hvp=hvp)
+    result = fdshpo.hypergradient(model, LOSS, batches, val, sched, **options)
     sync(device)
-    return (time.perf_counter() - start) / horizon
+    return (time.perf_counter() - start) / sched.num_steps, result
 
 
-def time_grad_hvp(model: nn.Module, batches, k: int, device: str) -> float:  # hvp="auto"
-    """Seconds for one batched gradient + K Hessian-vector products pass."""
-    schedule = fdshpo.Schedule.constant(2, lr=0.01)
-    engine = ForwardEngine(model, LOSS, schedule)
-    theta = engine.init().theta
-    tangents = torch.randn(k, theta.numel(), device=device) * 1e-3
-    x, y = batches[0]
-    engine._grad_and_hvps(theta, tangents, x, y)
-    sync(device)
-    start = time.perf_counter()
-    for x, y in batches[:10]:
-        engine._grad_and_hvps(theta, tangents, x, y)
-    sync(device)
-    return (time.perf_counter() - start) / 10
+def bench_network(name: str, segments: list[int], horizon: int, repeats: int, device: str):
+    torch.manual_seed(0)
+    model = NETWORKS[name][1]().to(device)
+    batches = make_batches(horizon, device)
+    val = make_batches(2, device, seed=1)
+    time_plain(model, batches[:5], device)  # warm-ups
+    for options in RUNS.values():
+        time_run(model, batches[:7], val, schedule(7, 1), device, **options)
+    rows = []
+    for n in segments:
+        sched = schedule(horizon, n)
+        ratios = {k: [] for k in RUNS}
+        plains, auto = [], None
+        for _ in range(repeats):  # interleaved: plain, every engine, plain
+            before = time_plain(model, batches, device)
+            seconds = {}
+            for key, options in RUNS.items():
+                seconds[key], result = time_run(model, batches, val, sched, device, **options)
+                if key == "auto":
+                    auto = result.engine
+            plain = (before + time_plain(model, batches, device)) / 2
+            plains.append(plain)
+            for key in RUNS:
+                ratios[key].append(seconds[key] / plain)
+        columns = TangentColumns.of(sched, fdshpo.HYPERPARAMETERS)
+        row = {"segments": [n, 1, 1], "K": len(columns),
+               "mean_live": sum(columns.live(t) for t in range(horizon)) / horizon,
+               "plain_step_ms": 1e3 * statistics.median(plains),
+               **{k: statistics.median(v) for k, v in ratios.items()},
+               "rounds": ratios, "auto_engine": auto.engine, "auto_reason": auto.reason}
+        rows.append(row)
+        print(f"{name} ({n},1,1) K={row['K']}: plain {row['plain_step_ms']:.2f} ms; "
+              + ", ".join(f"{k} {row[k]:.2f}" for k in RUNS)
+              + f" plain steps; auto picked {auto.engine}", flush=True)
+    sched = schedule(horizon, segments[0])
+    before = time_plain(model, batches, device)
+    measured_s, result = time_run(model, batches, val, sched, device, prices="measure")
+    plain = (before + time_plain(model, batches, device)) / 2
+    measure = {"segments": [segments[0], 1, 1], "ratio": measured_s / plain,
+               "engine": result.engine.engine, "reason": result.engine.reason}
+    print(f"{name} ({segments[0]},1,1) auto with prices='measure' (measurement included): "
+          f"{measure['ratio']:.2f} plain steps, picked {measure['engine']}", flush=True)
+    return {"network": NETWORKS[name][0], "rows": rows, "auto_measure": measure,
+            "calibrated": calibrate(rows, horizon)}
 
 
-def peak_memory_child(horizon: int, device: str) -> None:
-    """Run one FDS hypergradient over ``horizon`` steps and print its peak memory in MiB."""
+def calibrate(rows: list[dict], horizon: int) -> dict:
+    """EnginePrices (plain steps) fitted to the runs (module docstring)."""
+    xs, ys = [r["mean_live"] for r in rows], [r["forward"] for r in rows]
+    if len(rows) > 1:
+        slope = statistics.linear_regression(xs, ys).slope
+    else:
+        slope = 0.0
+    base = statistics.fmean(y - slope * x for x, y in zip(xs, ys))
+    reverse_step = statistics.fmean(r["reverse_all"] for r in rows)
+    recomputed = recomputed_steps(horizon, default_interval(horizon))
+    extra = statistics.fmean(r["reverse"] - r["reverse_all"] for r in rows)
+    return {"forward_base": base, "per_tangent": slope, "reverse_step": reverse_step,
+            "recompute": max(0.0, extra * horizon / recomputed) if recomputed else 0.0}
+
+
+def state_bytes(state) -> int:
+    tensors = [t for t in state if isinstance(t, torch.Tensor)]
+    for value in state:
+        if isinstance(value, dict):
+            tensors += [t for pair in value.values() for t in pair]
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                for t in tensors}.values())
+
+
+def peak_memory_child(horizon: int, device: str, engine: str) -> None:
+    """One run over ``horizon`` steps; prints peak memory (MiB) and peak state bytes."""
     torch.manual_seed(0)
     model = LeNet5().to(device)
     batches = make_batches(1, device)  # one batch reused: data memory independent of horizon
-    schedule = fdshpo.Schedule.constant(horizon, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                        segments={"lr": 7})
+    peak = [0]
+
+    def watch(state):
+        peak[0] = max(peak[0], state_bytes(state))
+
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    fdshpo.hypergradient(model, LOSS, (batches[0] for _ in range(horizon)), batches, schedule)
-    if device == "cuda":
-        print(torch.cuda.max_memory_allocated() / 2**20)
-    else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    fdshpo.hypergradient(model, LOSS, batches * horizon, batches,
+                         schedule(horizon, min(7, horizon)), engine=engine, on_step=watch)
+    total = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+             else peak_rss_mib())
+    print(json.dumps({"peak_mib": total, "state_mib": peak[0] / 2**20}))
 
 
-def peak_memory(horizon: int, device: str) -> float:
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. Linux: VmHWM, not ``ru_maxrss``, which a child
+    started by ``subprocess`` (vfork + exec) inherits from its parent's high-water mark."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_memory(horizon: int, device: str, engine: str) -> dict:
     out = subprocess.run([sys.executable, __file__, "--memory-child", str(horizon),
-                          "--device", device], check=True, capture_output=True, text=True)
-    return float(out.stdout.strip().splitlines()[-1])
+                          "--device", device, "--engine", engine], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--networks", default="lenet,mlp")
+    parser.add_argument("--segments", default="7,28,70",
+                        help="learning-rate segment counts n of (n, 1, 1) (default 7,28,70)")
     parser.add_argument("--horizon", type=int, default=70)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-horizon", type=int, default=20,
                         help="peak memory is measured at this horizon and 10x it (default 20)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="print the fitted EnginePrices per network")
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="forward", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.memory_child:
-        peak_memory_child(args.memory_child, args.device)
+        peak_memory_child(args.memory_child, args.device, args.engine)
         return
-
-    torch.manual_seed(0)
-    model = LeNet5().to(args.device)
-    batches = make_batches(args.horizon, args.device)
-    val = make_batches(2, args.device, seed=1)
-    time_plain(model, batches[:5], args.device)  # warm-up
-    default = "forward" if args.device == "cuda" else "reverse"  # what hvp="auto" picks
-    other = "reverse" if default == "forward" else "forward"
-    time_fds(model, batches, val, 7, args.device, hvp=default)
-    time_fds(model, batches, val, 7, args.device, hvp=other)
-    ratios, other_ratios, plains = [], [], []
-    for _ in range(args.repeats):  # interleaved: plain, FDS (both HVP forms), plain
-        before = time_plain(model, batches, args.device)
-        fds = time_fds(model, batches, val, args.horizon, args.device, hvp=default)
-        fds_other = time_fds(model, batches, val, args.horizon, args.device, hvp=other)
-        after = time_plain(model, batches, args.device)
-        plain = (before + after) / 2
-        plains.append(plain)
-        ratios.append(fds / plain)
-        other_ratios.append(fds_other / plain)
-    plain = statistics.median(plains)
-    ks = [1, 3, 5, 9]
-    pass_costs = {}
-    for k in ks:
-        reference = time_plain(model, batches[:20], args.device)
-        pass_costs[k] = time_grad_hvp(model, batches, k, args.device) / reference
-    slope = (pass_costs[9] - pass_costs[1]) / 8
+    started = time.perf_counter()
+    segments = [int(n) for n in args.segments.split(",")]
+    networks = {name: bench_network(name, segments, args.horizon, args.repeats, args.device)
+                for name in args.networks.split(",")}
     horizons = (args.memory_horizon, args.memory_horizon * 10)
-    memory = {h: peak_memory(h, args.device) for h in horizons}
+    memory = {engine: {h: peak_memory(h, args.device, engine) for h in horizons}
+              for engine in ("forward", "reverse")}
     results = {
         "date": date.today().isoformat(),
+        "command": "python bench/engine.py " + " ".join(sys.argv[1:]),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                    f"{torch.get_num_threads()} threads",
         "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "model": "LeNet-5 (61,706 params), 28x28, batch 128",
-        "plain_step_ms": plain * 1e3,
-        "fds_step_ratio": statistics.median(ratios),
-        "fds_step_ratios": ratios,
-        "hvp_default": default,
-        f"fds_step_ratio_hvp_{other}": statistics.median(other_ratios),
-        "grad_hvp_pass_in_plain_steps": pass_costs,
-        "tangent_cost_in_plain_steps": slope,
-        "peak_memory_mib": memory,
-        "memory_growth_ratio": memory[horizons[1]] / memory[horizons[0]],
+        "torch": torch.__version__, "horizon": args.horizon, "batch": BATCH,
+        "networks": networks, "peak_memory_lenet_7_1_1": memory,
+        "wall_seconds": time.perf_counter() - started,
     }
-    print(f"plain SGD step: {plain * 1e3:.2f} ms on {results['device']}")
-    print(f"FDS step with (7,1,1) over {args.horizon} steps, hvp={default!r} (the default here): "
-          f"{results['fds_step_ratio']:.2f} plain steps (repeats: "
-          f"{', '.join(f'{r:.2f}' for r in ratios)}; target <= 7); with hvp={other!r}: "
-          f"{statistics.median(other_ratios):.2f}")
-    print("grad + K HVPs in one pass: " + ", ".join(f"K={k}: {c:.2f}" for k, c in
-                                                    pass_costs.items()) + " plain steps")
-    print(f"one live tangent costs {slope:.2f} plain steps")
-    print(f"peak memory: horizon {horizons[0]}: {memory[horizons[0]]:.1f} MiB, horizon "
-          f"{horizons[1]}: {memory[horizons[1]]:.1f} MiB "
-          f"(ratio {results['memory_growth_ratio']:.3f})")
+    for engine, by_h in memory.items():
+        print(f"peak memory, {engine}: " + ", ".join(
+            f"horizon {h}: {m['peak_mib']:.1f} MiB (state {m['state_mib']:.2f} MiB)"
+            for h, m in by_h.items()))
+    if args.calibrate:
+        for name, data in networks.items():
+            print(f"calibrated prices, {name} (plain steps): {data['calibrated']}")
+    print(f"wall {results['wall_seconds']:.0f} s")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

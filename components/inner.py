@@ -1,4 +1,4 @@
-"""Inner training of one replica: FDS tangent propagation over the horizon -> hypergradients.
+"""Inner training of one replica: an exact engine over the horizon -> hypergradients.
 
 Calls :meth:`fdshpo.outer_step.OuterStep.run_replica` (the first half of the outer step every
 runner takes) with the schedule of the current outer step, so replica ``r`` of outer step ``s``
@@ -7,7 +7,9 @@ sees exactly the data order and initialisation ``fdshpo.tune.tune`` gives it. Th
 ``checkpoint_every`` steps: a retried or rerun component resumes from the newest checkpoint
 (and a replica whose result is already stored returns it without training). An inner run that
 diverges is a result, not a failure (nothing to retry): the outer step applies the policy.
-The :class:`~fdshpo.outer_step.ReplicaResult` goes to the ``hypergradients`` artifact as JSON.
+The :class:`~fdshpo.outer_step.ReplicaResult` goes to the ``hypergradients`` artifact as JSON,
+with the engine that computed it and why (``config.engine``, default auto); the artifact's
+metadata names the engine.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -48,4 +50,5 @@ def inner_component(config_json: str, run_id: str, state: str, replica: str,
                                                            "device")})
     diverged = record["diverged"] is not None  # metadata is JSON: no infinite loss in it
     hypergradients.metadata.update({"run_id": run_id, "diverged": diverged,
-                                    "val_loss": None if diverged else record["val_loss"]})
+                                    "val_loss": None if diverged else record["val_loss"],
+                                    "engine": (record["engine"] or {}).get("engine")})

@@ -1,6 +1,6 @@
 """A tracked, checkpointed tune run in its own process, for tests/test_resume.py.
 
-    python tests/resume_driver.py STORE_DIR RUN_ID DELAY_SECONDS_PER_INNER_STEP
+    python tests/resume_driver.py STORE_DIR RUN_ID DELAY_SECONDS_PER_INNER_STEP ENGINE
 
 Prints one JSON line: the final TuneState (without timings) and the inner resumptions.
 """
@@ -37,7 +37,7 @@ class SlowBatches(ShuffledBatches):
 
 def main() -> None:
     torch.set_num_threads(1)
-    store_dir, run_id, delay = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    store_dir, run_id, delay, engine = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
     SlowBatches.delay = delay
     full = load_fashion_mnist_sample()
     small = TensorDataset("sample-subset", full.train_images[:200], full.train_labels[:200],
@@ -55,7 +55,7 @@ def main() -> None:
     recorder = RunRecorder(open_store(store_dir), "resume", run_id, checkpoint_every=EVERY)
     resume = recorder.start({"horizon": HORIZON, "replicas": REPLICAS})
     result = recorder.tune(make_task, initial, SignOptimizer(), resume=resume,
-                           outer_steps=OUTER_STEPS, replicas=REPLICAS)
+                           outer_steps=OUTER_STEPS, replicas=REPLICAS, engine=engine)
     state = result.state.to_dict()
     for record in state["history"]:
         record.pop("seconds")

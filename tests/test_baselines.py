@@ -300,5 +300,71 @@ def test_calibration_measures_positive_prices(problem, space):
     model = calibrate(problem, space.constant(0.1, 0.5, 0.0), steps=3, repeats=1)
     # prices only (how FDS's step compares with a plain one is bench/engine.py's to measure)
     assert model.seconds_per_step > 0 and model.fds_base + model.per_tangent > 0
+    assert model.reverse_step > 0 and model.reverse_recompute > 0
     assert model.per_eval_example > 0 and model.per_grad_example > 0
     assert CostModel.from_dict(model.to_dict()) == model
+    prices = model.engine_prices()
+    assert (prices.reverse_step, prices.recompute) == (model.reverse_step,
+                                                       model.reverse_recompute)
+
+
+CHEAP_REVERSE = CostModel(1e-3, 2.0, 0.75, 1 / 96, 1 / 32, reverse_step=2.5,
+                          reverse_recompute=1.0)
+
+
+def test_a_reverse_mode_run_is_charged_for_its_sweeps_and_recomputation():
+    schedule = Schedule.constant(11, 0.1, segments={"lr": 3})
+    ledger = fds_run_ledger(schedule, ("lr", "momentum"), 64, engine="reverse")
+    # states stored at 0, 4, 8, 9, 10, 11 (interval ceil(sqrt(11)) = 4): 1-3 and 5-7 recomputed
+    assert ledger == Ledger(reverse_steps=11, recomputed_steps=6, grad_examples=64)
+    assert ledger.cost(CHEAP_REVERSE) == pytest.approx(11 * 2.5 + 6 * 1.0 + 64 / 32)
+    every_state = fds_run_ledger(schedule, ("lr",), 64, engine="reverse", recompute_every=1)
+    assert every_state.recomputed_steps == 0
+    with pytest.raises(ValueError, match="no reverse-mode prices; measure one with "
+                                         "fdshpo.budget.calibrate"):
+        ledger.cost(COSTS)
+    with pytest.raises(ValueError, match="resolve 'auto' with fds_engine first"):
+        fds_run_ledger(schedule, ("lr",), 64, engine="auto")
+
+
+def test_fds_is_charged_for_the_engine_it_runs(problem, space):
+    from fdshpo.baselines.fds import initial_schedule
+    from fdshpo.baselines.space import validation_examples
+
+    result = get_method("fds")(problem, space, BUDGET, CHEAP_REVERSE, outer_steps=1)
+    assert result.details["engine"]["engine"] == "reverse"
+    assert "cheaper than forward by the comparison's measured cost model" in \
+        result.details["engine"]["reason"]
+    run = fds_run_ledger(initial_schedule(space), ("lr", "momentum", "weight_decay"),
+                         validation_examples(problem), engine="reverse")
+    assert result.ledger.reverse_steps == run.reverse_steps and result.ledger.fds_steps == 0
+    assert result.cost == pytest.approx(run.cost(CHEAP_REVERSE))
+    assert minimum_budget("fds", problem, space, CHEAP_REVERSE)[0] == pytest.approx(result.cost)
+    # without reverse-mode prices only the forward engine can be charged, so it runs
+    forward = get_method("fds")(problem, space, BUDGET, COSTS, outer_steps=1)
+    assert forward.details["engine"]["engine"] == "forward" and forward.ledger.fds_steps > 0
+    greedy = get_method("greedy")(problem, space, BUDGET, CHEAP_REVERSE)
+    assert set(greedy.details["engines"]) <= {"forward", "reverse"}
+    assert greedy.cost == greedy.ledger.cost(CHEAP_REVERSE) <= BUDGET
+
+
+def test_trials_are_scored_with_the_objective_fds_differentiates():
+    """One validation loss for every method: a trial's score is the value FDS reports for the
+    same schedule on the same task, also with BatchNorm (each batch's statistics) and a short
+    last validation batch (example-weighted)."""
+    import dataclasses
+
+    from nets import sample_subset_problem
+
+    from fdshpo import hypergradient
+    from fdshpo.baselines.space import evaluate_schedule
+
+    problem = dataclasses.replace(sample_subset_problem(train=120, test=20, seed=4),
+                                  network="wrn-10-1", val_batch_size=5)
+    schedule = Schedule.constant(3, lr=0.05, momentum=0.5, weight_decay=1e-4)
+    score, _ = evaluate_schedule(problem, schedule)
+    task = problem(0, 0, 3)
+    assert [len(y) for _, y in task.val_batches] == [5, 5, 2]  # 12 held out
+    fds = hypergradient(task.model, torch.nn.functional.cross_entropy, task.train_batches,
+                        task.val_batches, schedule, engine="forward")
+    assert score == pytest.approx(fds.val_loss, rel=1e-5)

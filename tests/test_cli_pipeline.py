@@ -157,9 +157,10 @@ def test_run_inline_prints_schedule_accuracy_and_report(tmp_path, capsys):
     config.write_text(yaml.safe_dump(data))
     store = tmp_path / "store"
     assert main(["run", str(config), "--runner", "inline", "--store", str(store),
-                 "--run-id", "cli-run"]) == 0
+                 "--run-id", "cli-run", "--engine", "reverse"]) == 0
     out = capsys.readouterr().out
     assert "outer step 1/1: val loss" in out
+    assert "engine reverse (reverse: requested)" in out  # --engine overrides the config
     assert "learned schedule after 1 outer step(s)" in out
     assert "test accuracy after retraining: learned" in out
     assert "report: file://" in out and "experiments/demo/runs/cli-run/report.html" in out

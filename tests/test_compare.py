@@ -240,8 +240,9 @@ def test_gpu_bench_dry_run_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "FDS step, (7,1,1), 9 tangents" in proc.stdout
     data = json.loads(out.read_text())
-    assert data["plain_step_ms"] > 0 and data["fds_step_ms"] > 0
-    assert set(data["peak_memory_mib"]) == {"7", "70"}
+    assert data["plain_step_ms"] > 0 and data["fds_step_ms"] > 0 and data["reverse_step_ms"] > 0
+    assert data["auto_engine"] in ("forward", "reverse")
+    assert set(data["peak_memory_mib"]) == set(data["reverse_peak_memory_mib"]) == {"7", "70"}
     assert "| FDS step, (7,1,1), 9 tangents |" in out.with_suffix(".md").read_text()
 
 

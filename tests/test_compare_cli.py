@@ -54,6 +54,8 @@ def test_compare_command_writes_tables_plots_and_store_and_resumes(tmp_path, cap
     assert {s["method"] for s in data["summary"]} == {"fds", "random", "linear"}
     assert all("test_accuracy_mean" in s and s["budget_runs"] in (2, 4) for s in data["summary"])
     assert data["settings"]["init"] == "xavier" and data["settings"]["val_batch_size"] == 200
+    fds = next(r for r in data["runs"] if r["method"] == "fds")["searches"]
+    assert {s["details"]["engine"]["requested"] for s in fds} == {"auto"}  # config's default
     stored = tmp_path / "store" / "experiments" / "tiny" / "comparisons" / "c1"
     assert (stored / "comparison.md").exists() and (stored / "schedules.png").exists()
     # a rerun finds every (seed, method) in the journal and runs nothing again
@@ -92,3 +94,17 @@ def test_compare_command_bad_input_says_what_to_change(tmp_path, capsys, flags, 
     if "minimum" in err:  # the smallest budget is named, in runs of the final job
         assert "; the minimum is " in err and " runs" in err
     assert not (tmp_path / "o" / "comparison.json").exists()
+
+
+def test_the_engine_flag_reaches_fds_and_greedy(tmp_path):
+    from fdshpo.cli import build_parser
+    from fdshpo.commands.compare import build
+    from fdshpo.commands.run import with_engine
+    from fdshpo.config import load_config
+
+    config = write_config(tmp_path)
+    args = build_parser().parse_args(["compare", str(config), "--engine", "reverse"])
+    _, _, _, options = build(with_engine(load_config(args.config), args), "cpu")
+    assert options["fds"]["engine"] == options["greedy"]["engine"] == "reverse"
+    args = build_parser().parse_args(["compare", str(config)])
+    assert build(with_engine(load_config(args.config), args), "cpu")[3]["fds"]["engine"] == "auto"

@@ -57,7 +57,8 @@ def test_defaults_fill_a_minimal_config(tmp_path):
     assert config.schedule.segments == {"lr": 7, "momentum": 1, "weight_decay": 1}  # the paper's
     assert config.outer.replicas == 1 and config.store.uri == "./fdshpo-store"
     assert config.checkpoint_every == 200
-    assert config.network_init == "default"
+    assert config.network_init == "default" and config.engine == "auto"
+    assert config.outer_step().engine_options == {"engine": "auto"}
     assert (config.data.val_batch_size, config.data.augment) == (1000, False)
     assert config.data.resample is True
     assert config.compare.methods is None and config.compare.budget_runs is None
@@ -123,6 +124,8 @@ def edit(path: str, value):
 DELETE = object()
 
 BAD = [
+    ("engine", "backward", "engine must be one of ['auto', 'forward', 'reverse'], got "
+                           "'backward'"),
     ("experiment", DELETE, "missing required key 'experiment'"),
     ("schedule", DELETE, "missing required section 'schedule'"),
     ("schedule.horizon", DELETE, "missing required key 'schedule.horizon'"),

@@ -67,3 +67,17 @@ def test_augmented_stream_is_reproducible_and_resumable(sample):
     assert all(torch.equal(p[0], q[0]) for p, q in zip(full[7:], resumed))
     assert all(torch.equal(p[1], q[1]) for p, q in zip(full, plain))  # same order, same labels
     assert not torch.equal(full[0][0], plain[0][0])
+
+
+def test_a_window_is_those_steps_of_the_stream_augmentation_included(sample):
+    x, y = sample.train_images[:512], sample.train_labels[:512]
+    stream = ShuffledBatches(x, y, 64, 20, seed=9, augment=random_crop_flip)  # 8 per epoch
+    full = collect(stream)
+    window = collect(stream.window(6, 11))  # crosses the epoch boundary at step 8
+    assert len(window) == 5
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1])
+               for p, q in zip(full[6:11], window))
+    backwards = [collect(stream.window(t, t + 1))[0] for t in reversed(range(20))]
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(reversed(full), backwards))
+    with pytest.raises(IndexError, match=r"window \[18, 21\) is outside the stream's 20"):
+        stream.window(18, 21)

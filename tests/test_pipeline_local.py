@@ -42,7 +42,7 @@ def library_tune(config):
     return tune(problem, config.initial_schedule(), config.optimizer(),
                 loss_fn=nn.functional.cross_entropy, outer_steps=config.outer.max_steps,
                 replicas=config.outer.replicas, select=config.outer.select,
-                on_diverged=config.outer.on_diverged)
+                on_diverged=config.outer.on_diverged, engine=config.engine)
 
 
 def assert_same_run(summary, expected):
@@ -68,6 +68,8 @@ def test_kfp_local_pipeline_equals_library_tune(tmp_path):
     for got, want in zip(run.steps, expected.history):
         assert got["hypergradients"] == want.hypergradients
         assert got["replica_hypergradients"] == want.replica_hypergradients
+        assert got["engine"] == want.engine and got["engine"]["requested"] == "auto"
+        assert got["engine"]["reason"]  # auto's choice and why, in the run record
     assert 0.0 < summary.metrics["test_accuracy"] <= 1.0
     assert summary.report.endswith("experiments/demo/runs/e2e-kfp/report.html")
     # KFP artifacts: the report's HTML and Markdown and the replicas' hypergradients
@@ -98,6 +100,7 @@ def test_inline_runner_equals_library_tune_and_stops_early(tmp_path):
     assert expected.converged and len(expected.history) == 1
     assert_same_run(summary, expected)
     assert summary.converged and lines == [lines[0]] and "converged" in lines[0]
+    assert f"engine {expected.history[0].engine['engine']} (auto: " in lines[0]
 
 
 INNER = """

@@ -15,7 +15,7 @@ import pytest
 import torch
 from nets import sample_subset_problem
 
-from fdshpo import Schedule, hypergradient
+from fdshpo import EnginePrices, Schedule, hypergradient
 from fdshpo.checkpoint import InnerCheckpointer, OuterCheckpointer
 from fdshpo.store import LocalStore
 from fdshpo.store.layout import RunLayout
@@ -23,6 +23,7 @@ from fdshpo.tune import InnerTask
 
 HORIZON = 12
 LEARN = ("lr", "momentum", "weight_decay")
+ENGINES = ("forward", "reverse")
 DRIVER = Path(__file__).with_name("resume_driver.py")
 
 
@@ -32,9 +33,9 @@ def problem():
 
 
 @pytest.fixture(scope="module")
-def reference(problem):
-    """The uninterrupted run of ``_schedule()`` (computed once)."""
-    return _reference(problem, _schedule())
+def references(problem):
+    """The uninterrupted run of ``_schedule()`` under each engine (computed once)."""
+    return {engine: _reference(problem, _schedule(), engine) for engine in ENGINES}
 
 
 def _schedule(lr=0.05):
@@ -42,10 +43,10 @@ def _schedule(lr=0.05):
                              segments={"lr": 3, "momentum": 2}, bounds={"lr": (0.0, 1.0)})
 
 
-def _reference(problem, schedule):
+def _reference(problem, schedule, engine="forward"):
     task = problem(0, 0, HORIZON)
     return hypergradient(task.model, torch.nn.functional.cross_entropy, task.train_batches,
-                         task.val_batches, schedule, LEARN)
+                         task.val_batches, schedule, LEARN, engine=engine)
 
 
 def _assert_same(a, b):
@@ -68,9 +69,14 @@ def _crash_at(step):
     return hook
 
 
+@pytest.mark.parametrize(("engine", "crash", "saved", "resumed_at"), [
+    ("forward", 10, [4, 8], 8),
+    ("reverse", 10, [4, 8], 8),  # in the forward sweep
+    ("reverse", 19, [12, 16], 16),  # in the backward sweep (progress 12 + 4 backward steps)
+])
 @pytest.mark.parametrize("generic_iterable", [False, True])
-def test_inner_run_resumed_after_a_crash_equals_an_uninterrupted_run(problem, reference, tmp_path,
-                                                                     generic_iterable):
+def test_inner_run_resumed_after_a_crash_equals_an_uninterrupted_run(
+        problem, references, tmp_path, generic_iterable, engine, crash, saved, resumed_at):
     schedule = _schedule()
     store = LocalStore(tmp_path)
     ckpt = InnerCheckpointer(store, RunLayout("e", "r"), every=4)
@@ -83,21 +89,39 @@ def test_inner_run_resumed_after_a_crash_equals_an_uninterrupted_run(problem, re
 
     loss = torch.nn.functional.cross_entropy
     with pytest.raises(Crash):
-        ckpt.run(task(), schedule, LEARN, loss, 0, 0, on_step=_crash_at(10))
-    assert [k.rsplit("/", 1)[1] for k in ckpt.checkpoints(0, 0)] == ["00000004.pt",
-                                                                     "00000008.pt"]
-    resumed = ckpt.run(task(), schedule, LEARN, loss, 0, 0)
-    assert ckpt.resumed == [(0, 0, 8)]
-    _assert_same(resumed, reference)
+        ckpt.run(task(), schedule, LEARN, loss, 0, 0, on_step=_crash_at(crash), engine=engine)
+    assert [k.rsplit("/", 1)[1] for k in ckpt.checkpoints(0, 0)] == [f"{s:08d}.pt"
+                                                                     for s in saved]
+    resumed = ckpt.run(task(), schedule, LEARN, loss, 0, 0, engine=engine)
+    assert ckpt.resumed == [(0, 0, resumed_at)]
+    assert resumed.engine.engine == engine
+    _assert_same(resumed, references[engine])
     assert ckpt.checkpoints(0, 0) == []  # removed once the replica's result is stored
     assert store.exists(RunLayout("e", "r").replica_result(0, 0))
+
+
+def test_auto_resumes_with_the_engine_of_its_checkpoint(problem, references, tmp_path):
+    """A resumed run keeps the engine its checkpoint was made with, whatever the prices say
+    now, so it still equals the uninterrupted run bit for bit."""
+    favour = {engine: EnginePrices(1.0, 1.0, 1e-3, 1e-3) if engine == "reverse"
+              else EnginePrices(1e-3, 1e-3, 1.0, 1.0) for engine in ENGINES}
+    ckpt = InnerCheckpointer(LocalStore(tmp_path), RunLayout("e", "r"), every=4)
+    loss = torch.nn.functional.cross_entropy
+    with pytest.raises(Crash):
+        ckpt.run(problem(0, 0, HORIZON), _schedule(), LEARN, loss, 0, 0,
+                 on_step=_crash_at(18), prices=favour["reverse"])
+    resumed = ckpt.run(problem(0, 0, HORIZON), _schedule(), LEARN, loss, 0, 0,
+                       prices=favour["forward"])
+    assert ckpt.resumed == [(0, 0, 16)]
+    assert resumed.engine.engine == "reverse" and resumed.engine.requested == "auto"
+    _assert_same(resumed, references["reverse"])
 
 
 def test_a_finished_replica_is_not_trained_again(problem, tmp_path):
     schedule = _schedule()
     ckpt = InnerCheckpointer(LocalStore(tmp_path), RunLayout("e", "r"), every=4)
     first = ckpt.run(problem(0, 0, HORIZON), schedule, LEARN,
-                     torch.nn.functional.cross_entropy, 0, 0)
+                     torch.nn.functional.cross_entropy, 0, 0, engine="reverse")
 
     def untouchable():
         raise AssertionError("the stored result should have been used")
@@ -105,23 +129,26 @@ def test_a_finished_replica_is_not_trained_again(problem, tmp_path):
 
     task = problem(0, 0, HORIZON)
     again = ckpt.run(InnerTask(task.model, untouchable(), task.val_batches), schedule, LEARN,
-                     torch.nn.functional.cross_entropy, 0, 0)
+                     torch.nn.functional.cross_entropy, 0, 0, engine="reverse")
     _assert_same(again, first)
+    assert again.engine == first.engine  # the stored result says which engine computed it
 
 
-def test_a_damaged_newest_checkpoint_is_skipped(problem, reference, tmp_path):
+def test_a_damaged_newest_checkpoint_is_skipped(problem, references, tmp_path):
     schedule = _schedule()
     store = LocalStore(tmp_path)
     ckpt = InnerCheckpointer(store, RunLayout("e", "r"), every=4)
     loss = torch.nn.functional.cross_entropy
     with pytest.raises(Crash):
-        ckpt.run(problem(0, 0, HORIZON), schedule, LEARN, loss, 0, 0, on_step=_crash_at(10))
+        ckpt.run(problem(0, 0, HORIZON), schedule, LEARN, loss, 0, 0, on_step=_crash_at(10),
+                 engine="forward")
     newest = tmp_path / ckpt.checkpoints(0, 0)[-1]
     newest.write_bytes(newest.read_bytes()[:100])  # cut short, as by a crash mid-write
     with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
-        resumed = ckpt.run(problem(0, 0, HORIZON), schedule, LEARN, loss, 0, 0)
+        resumed = ckpt.run(problem(0, 0, HORIZON), schedule, LEARN, loss, 0, 0,
+                           engine="forward")
     assert ckpt.resumed == [(0, 0, 4)]
-    _assert_same(resumed, reference)
+    _assert_same(resumed, references["forward"])
 
 
 def test_a_checkpoint_of_another_schedule_is_not_resumed(problem, tmp_path):
@@ -130,10 +157,10 @@ def test_a_checkpoint_of_another_schedule_is_not_resumed(problem, tmp_path):
     loss = torch.nn.functional.cross_entropy
     with pytest.raises(Crash):
         ckpt.run(problem(0, 0, HORIZON), _schedule(0.05), LEARN, loss, 0, 0,
-                 on_step=_crash_at(6))
+                 on_step=_crash_at(6), engine="forward")
     other = _schedule(0.02)
     with pytest.warns(UserWarning, match="different run configuration"):
-        result = ckpt.run(problem(0, 0, HORIZON), other, LEARN, loss, 0, 0)
+        result = ckpt.run(problem(0, 0, HORIZON), other, LEARN, loss, 0, 0, engine="forward")
     assert ckpt.resumed == []
     _assert_same(result, _reference(problem, other))
 
@@ -157,9 +184,9 @@ def test_outer_checkpoint_skips_a_damaged_newest_one(tmp_path):
     assert outer.latest().next_outer_step == 2
 
 
-def _driver(store: Path, run_id: str, delay: float, **popen):
+def _driver(store: Path, run_id: str, delay: float, engine: str, **popen):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")
-    return subprocess.Popen([sys.executable, str(DRIVER), str(store), run_id, str(delay)],
+    return subprocess.Popen([sys.executable, str(DRIVER), str(store), run_id, str(delay), engine],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             **popen)
 
@@ -170,12 +197,13 @@ def _finish(proc) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_a_run_killed_mid_outer_step_and_resumed_equals_an_uninterrupted_run(tmp_path):
-    reference = _finish(_driver(tmp_path / "reference", "run", 0.0))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_run_killed_mid_outer_step_and_resumed_equals_an_uninterrupted_run(tmp_path, engine):
+    reference = _finish(_driver(tmp_path / "reference", "run", 0.0, engine))
     assert reference["resumed_outer"] is None
 
     store = tmp_path / "killed"
-    victim = _driver(store, "run", 0.05)
+    victim = _driver(store, "run", 0.05, engine)
     # wait until outer step 0 is checkpointed and replica 0 of outer step 1 (the last) is
     # mid-way
     inner = store / "experiments/resume/runs/run/checkpoints/inner/0001/000"
@@ -188,7 +216,7 @@ def test_a_run_killed_mid_outer_step_and_resumed_equals_an_uninterrupted_run(tmp
     victim.wait(30)
     assert not (store / "experiments/resume/runs/run/run.json").exists()
 
-    resumed = _finish(_driver(store, "run", 0.0))
+    resumed = _finish(_driver(store, "run", 0.0, engine))
     assert resumed["resumed_outer"] == 1
     assert [tuple(r[:2]) for r in resumed["resumed_inner"]] == [(1, 0)]
     assert resumed["resumed_inner"][0][2] > 0

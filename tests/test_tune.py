@@ -71,7 +71,8 @@ def test_the_loop_stops_once_every_value_has_converged(problem):
 
 def test_progress_reports_every_inner_and_outer_step_in_order(problem):
     events = []
-    tune(problem, _initial(), SignOptimizer(), outer_steps=2, replicas=2, progress=events.append)
+    tune(problem, _initial(), SignOptimizer(), outer_steps=2, replicas=2, progress=events.append,
+         engine="forward")  # T progress steps per inner run (reverse mode: 2T)
     inner = [e for e in events if isinstance(e, InnerProgress)]
     outer = [e for e in events if isinstance(e, OuterProgress)]
     assert len(inner) == 2 * 2 * HORIZON and [e.record.outer_step for e in outer] == [0, 1]
@@ -98,3 +99,33 @@ def test_a_learned_schedule_retrains_better_than_a_poor_initial_one(problem):
     after = retrain_and_test(problem, result.schedule, num_steps=24)
     assert after.num_steps == 24 and torch.isfinite(torch.tensor(after.test_loss))
     assert after.test_accuracy > before.test_accuracy + 0.2, (before, after)
+
+
+def test_each_outer_step_records_and_prints_its_engine(problem):
+    import io
+
+    from fdshpo.progress import ConsoleProgress
+
+    events, out = [], io.StringIO()
+    with ConsoleProgress(out) as console:
+        def progress(event):
+            events.append(event)
+            console(event)
+
+        result = tune(problem, _initial(), SignOptimizer(), outer_steps=2, engine="reverse",
+                      progress=progress)
+    assert [r.engine["engine"] for r in result.history] == ["reverse", "reverse"]
+    lines = out.getvalue().splitlines()
+    assert sum("engine reverse (reverse: requested)" in line for line in lines) == 2
+    inner = [e for e in events if isinstance(e, InnerProgress)]
+    assert {e.num_steps for e in inner} == {2 * HORIZON}  # the backward sweep counts too
+    restored = TuneState.from_dict(result.state.to_dict())
+    assert restored.history[1].engine == result.history[1].engine
+
+
+def test_measured_prices_are_measured_once_per_run(problem):
+    result = tune(problem, _initial(), SignOptimizer(), outer_steps=2, prices="measure")
+    first, second = (r.engine for r in result.history)
+    assert "prices measured on the first batch" in first["reason"]
+    assert "by the given prices" in second["reason"] and second["prices"] == first["prices"]
+    assert second["engine"] == first["engine"]

@@ -1,4 +1,4 @@
-"""fdshpo: exact forward-mode hypergradients (FDS) for SGD-momentum hyperparameter schedules.
+"""fdshpo: exact hypergradients (FDS) for SGD-momentum hyperparameter schedules.
 
 The public names below are imported on first use (PEP 562), so ``import fdshpo.cli`` and the
 commands that only read the store start without importing torch.
@@ -11,16 +11,19 @@ import importlib
 from ._version import __version__
 
 _PUBLIC = {
-    "ForwardEngine": "forward", "ForwardState": "forward", "HypergradientResult": "forward",
-    "InnerRunDiverged": "inner", "hypergradient": "forward",
+    "EngineChoice": "engine", "hypergradient": "engine", "EnginePrices": "prices",
+    "ForwardEngine": "forward", "ForwardState": "forward", "HypergradientResult": "result",
+    "InnerRunDiverged": "inner", "ReverseEngine": "reverse", "ReverseState": "reverse",
+    "validation_loss": "objective",
     "DEFAULT_STEP_SIZES": "outer", "SignOptimizer": "outer", "SignState": "outer",
     "DEFAULT_BOUNDS": "schedule", "HYPERPARAMETERS": "schedule", "Schedule": "schedule",
 }
 
 __all__ = [
-    "DEFAULT_BOUNDS", "DEFAULT_STEP_SIZES", "HYPERPARAMETERS", "ForwardEngine", "ForwardState",
-    "HypergradientResult", "InnerRunDiverged", "Schedule", "SignOptimizer", "SignState",
-    "__version__", "hypergradient",
+    "DEFAULT_BOUNDS", "DEFAULT_STEP_SIZES", "HYPERPARAMETERS", "EngineChoice", "EnginePrices",
+    "ForwardEngine", "ForwardState", "HypergradientResult", "InnerRunDiverged", "ReverseEngine",
+    "ReverseState", "Schedule", "SignOptimizer", "SignState", "__version__", "hypergradient",
+    "validation_loss",
 ]
 
 

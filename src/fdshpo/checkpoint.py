@@ -1,12 +1,16 @@
 """Checkpoint and resume: inner runs every N steps, the outer loop after every outer step.
 
-Inner checkpoint (``layout.inner_checkpoint``): the whole :class:`~fdshpo.ForwardState`
-(theta, velocity, tangents Z and C, training losses so far, step), the torch CPU RNG state, and
-a fingerprint of what the run computes (schedule, learned names, outer step, replica, engine
-options, sizes). The data order needs nothing more: a task's batch stream is a function of its
-seed and the step (:class:`~fdshpo.data.batches.ShuffledBatches` restarts at ``start=step``;
-any other iterable is advanced past the steps already done). Resuming therefore repeats exactly
-the computation an uninterrupted run does: the hypergradients are bit-identical on the CPU.
+Inner checkpoint (``layout.inner_checkpoint``): the engine's whole state
+(:class:`~fdshpo.ForwardState`: theta, velocity, tangents Z and C, training losses, step; or
+:class:`~fdshpo.ReverseState`: the same for the forward sweep plus the stored trajectory states,
+adjoints and hypergradients so far of the backward sweep), which engine it belongs to and why it
+was chosen, the torch CPU RNG state, and a fingerprint of what the run computes (schedule,
+learned names, outer step, replica, engine options, sizes). A resumed run continues with the
+engine of its checkpoint. The data order needs nothing more: a task's batch stream is a function
+of its seed and the step (:class:`~fdshpo.data.batches.ShuffledBatches` restarts at any step;
+any other iterable is advanced past the steps already done, :func:`fdshpo.replay.stream_from`).
+Resuming therefore repeats exactly the computation an uninterrupted run does: the
+hypergradients are bit-identical on the CPU, under either engine.
 
 A finished replica's result goes to ``layout.replica_result`` and its inner checkpoints are
 removed; a rerun of that replica returns the stored result without training.
@@ -23,20 +27,20 @@ turn into an overwrite of a finished checkpoint or a silent resume from older st
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
-import itertools
 import json
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from .data.batches import ShuffledBatches
-from .forward import Batch, ForwardEngine, ForwardState, HypergradientResult
+from .engine import CHOICE_OPTIONS, EngineChoice, make_engine, prepare_engine
+from .forward import ForwardState
 from .inner import LossFn
+from .result import HypergradientResult
+from .reverse import ReverseState
 from .schedule import Schedule
 from .store.base import ArtifactNotFound, ArtifactStore, IntegrityError, StoreError
 from .store.layout import RunLayout
@@ -44,61 +48,56 @@ from .tune_state import InnerTask, TuneState
 
 #: Default inner checkpoint interval in steps (bench/store.py: well under 5% of a step's time).
 DEFAULT_EVERY = 200
+STATES = {"forward": ForwardState, "reverse": ReverseState}
+EngineState = ForwardState | ReverseState
 
 
 def fingerprint(schedule: Schedule, learn: Sequence[str], outer_step: int, replica: int,
                 **engine_options) -> str:
-    """sha256 naming what an inner run computes; a checkpoint only resumes an equal run."""
+    """sha256 naming what an inner run computes; a checkpoint only resumes an equal run.
+
+    ``prices`` and ``memory_limit`` only steer ``engine="auto"``'s choice, which a checkpoint
+    records itself: they are left out."""
+    options = {k: v for k, v in engine_options.items() if k not in CHOICE_OPTIONS}
     blob = json.dumps({"schedule": schedule.to_dict(), "learn": list(learn),
                        "outer_step": outer_step, "replica": replica,
-                       "engine": {k: engine_options[k] for k in sorted(engine_options)}},
+                       "engine": {k: options[k] for k in sorted(options)}},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def encode_state(state: ForwardState, meta: dict) -> bytes:
-    """``torch.save`` bytes of the state's tensors (on the CPU) and ``meta``."""
+def encode_state(state: EngineState, meta: dict) -> bytes:
+    """``torch.save`` bytes of the engine's state (CPU tensors), the RNG state and ``meta``."""
     buffer = io.BytesIO()
-    torch.save({"step": int(state.step), "theta": state.theta.cpu(),
-                "velocity": state.velocity.cpu(), "Z": state.Z.cpu(), "C": state.C.cpu(),
-                "train_losses": state.train_losses.cpu(), "rng": torch.get_rng_state(),
-                "meta": meta}, buffer)
+    torch.save({"engine": state.engine, "state": state.to_tensors(),
+                "rng": torch.get_rng_state(), "meta": meta}, buffer)
     return buffer.getvalue()
 
 
 def decode_state(data: bytes, device: torch.device | str = "cpu"
-                 ) -> tuple[ForwardState, torch.Tensor, dict]:
+                 ) -> tuple[EngineState, torch.Tensor, dict]:
     """(state on ``device``, CPU RNG state, meta) from :func:`encode_state` bytes."""
     raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    state = ForwardState(int(raw["step"]), *(raw[k].to(device) for k in
-                                               ("theta", "velocity", "Z", "C", "train_losses")))
+    state = STATES[raw["engine"]].from_tensors(raw["state"], device)
     return state, raw["rng"], raw["meta"]
-
-
-def resume_batches(batches: Iterable[Batch], start: int) -> Iterable[Batch]:
-    """The batch stream from step ``start`` on (batches of steps < start are not replayed)."""
-    if start == 0:
-        return batches
-    if isinstance(batches, ShuffledBatches):
-        resumed = copy.copy(batches)
-        resumed.start = batches.start + start
-        return resumed
-    return itertools.islice(iter(batches), start, None)
 
 
 def encode_result(result: HypergradientResult, fp: str, seconds: float) -> dict:
     return {"fingerprint": fp, "val_loss": result.val_loss,
             "grads": {n: g.tolist() for n, g in result.grads.items()},
             "train_losses": result.train_losses.to(torch.float64).tolist(),
-            "seconds": seconds}
+            "seconds": seconds,
+            "engine": None if result.engine is None else result.engine.to_dict()}
 
 
 def decode_result(data: dict) -> HypergradientResult:
     """A stored replica result; ``params`` (theta_T) is not stored and comes back empty."""
+    engine = data.get("engine")
     return HypergradientResult(float(data["val_loss"]),
                                {n: torch.tensor(g, dtype=torch.float64)
                                 for n, g in data["grads"].items()},
-                               torch.tensor(data["train_losses"], dtype=torch.float64), {})
+                               torch.tensor(data["train_losses"], dtype=torch.float64), {},
+                               None if engine is None else EngineChoice.from_dict(engine))
 
 
 class InnerCheckpointer:
@@ -126,18 +125,21 @@ class InnerCheckpointer:
     def checkpoints(self, outer_step: int, replica: int) -> list[str]:
         return self.store.list(self.layout.inner_checkpoints(outer_step, replica))
 
-    def save(self, state: ForwardState, outer_step: int, replica: int, fp: str) -> str:
+    def save(self, state: EngineState, outer_step: int, replica: int, fp: str,
+             choice: EngineChoice | None = None) -> str:
         started = time.perf_counter()
         key = self.layout.inner_checkpoint(outer_step, replica, state.step)
-        self.store.put_bytes(key, encode_state(state, {"fingerprint": fp}), overwrite=True)
+        meta = {"fingerprint": fp, "choice": None if choice is None else choice.to_dict()}
+        self.store.put_bytes(key, encode_state(state, meta), overwrite=True)
         for old in self.checkpoints(outer_step, replica)[:-self.keep]:
             self.store.delete(old)
         self.saved_seconds += time.perf_counter() - started
         return key
 
     def load(self, outer_step: int, replica: int, fp: str, device="cpu"
-             ) -> ForwardState | None:
-        """The newest intact checkpoint of this run, or None (invalid ones are skipped)."""
+             ) -> tuple[EngineState, EngineChoice | None] | None:
+        """(state, engine choice) of the newest intact checkpoint of this run, or None
+        (invalid ones are skipped)."""
         for key in reversed(self.checkpoints(outer_step, replica)):
             try:
                 state, rng, meta = decode_state(self.store.get_bytes(key), device)
@@ -150,7 +152,8 @@ class InnerCheckpointer:
                 continue
             torch.set_rng_state(rng)
             self.resumed.append((outer_step, replica, state.step))
-            return state
+            choice = meta.get("choice")
+            return state, None if choice is None else EngineChoice.from_dict(choice)
         return None
 
     # -- the resumable replica -----------------------------------------------------------------
@@ -169,33 +172,34 @@ class InnerCheckpointer:
 
     def run(self, task: InnerTask, schedule: Schedule, learn: Sequence[str], loss_fn: LossFn,
             outer_step: int, replica: int,
-            on_step: Callable[[ForwardState], None] | None = None,
+            on_step: Callable[[EngineState], None] | None = None,
             **engine_options) -> HypergradientResult:
-        """``hypergradient(...)`` of the task, resumed from and checkpointed to the store."""
+        """``hypergradient(...)`` of the task, resumed from and checkpointed to the store (with
+        the engine of the checkpoint it resumes from)."""
         fp = fingerprint(schedule, learn, outer_step, replica, **engine_options)
         done = self.result(outer_step, replica, fp)
         if done is not None:
             return done
         started = time.perf_counter()
-        engine = ForwardEngine(task.model, loss_fn, schedule, learn, **engine_options)
-        state = None
-        if self.every:
-            state = self.load(outer_step, replica, fp, engine.device)
-        state = state or engine.init()
-        T = schedule.num_steps
+        device = next(p for p in task.model.parameters() if p.requires_grad).device
+        resumed = self.load(outer_step, replica, fp, device) if self.every else None
+        options = {k: v for k, v in engine_options.items() if k not in CHOICE_OPTIONS}
+        options.pop("engine", None)
+        if resumed is not None:
+            state, choice = resumed
+            engine = make_engine(state.engine, task.model, loss_fn, schedule, learn, **options)
+        else:
+            engine, choice = prepare_engine(task.model, loss_fn, task.train_batches, schedule,
+                                            learn, **engine_options)
+            state = engine.init()
 
-        def step_hook(st: ForwardState) -> None:
+        def step_hook(st: EngineState) -> None:
             if on_step is not None:
                 on_step(st)
-            if self.every and st.step % self.every == 0 and st.step < T:
-                self.save(st, outer_step, replica, fp)
+            if self.every and st.step % self.every == 0 and st.step < st.total_steps:
+                self.save(st, outer_step, replica, fp, choice)
 
-        iterator = iter(resume_batches(task.train_batches, state.step))
-        state = engine.advance(state, iterator, on_step=step_hook)
-        for _ in iterator:
-            raise ValueError(f"train_batches yields more than the schedule's {T} steps; "
-                             "give exactly one batch per inner step")
-        result = engine.finish(state, task.val_batches)
+        result = engine.run(state, task.train_batches, task.val_batches, step_hook, choice)
         self.store.put_json(self.layout.replica_result(outer_step, replica),
                             encode_result(result, fp, time.perf_counter() - started))
         for key in self.checkpoints(outer_step, replica):

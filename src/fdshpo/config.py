@@ -6,6 +6,8 @@ Every key, with its default (the dataclass fields below are the only place defau
     experiment: NAME                  # required; runs are grouped by it in the store
     seed: 0                           # every seed is derived from it (see fdshpo.problem)
     checkpoint_every: 200             # inner checkpoint interval in steps (0: results only)
+    engine: auto                      # hypergradient engine: auto (the cheaper that fits),
+                                      # forward or reverse (fdshpo.engine)
     data:
       dataset: NAME                   # required: fashion-mnist-sample, fashion-mnist, mnist, ...
       root: null                      # data root; null: $FDSHPO_DATA_ROOT or ~/.cache/fdshpo
@@ -71,6 +73,7 @@ from typing import Any
 
 from . import kube
 from .config_reader import Section
+from .engine import ENGINES
 from .errors import UserError
 from .models.init import INITS
 from .outer import DEFAULT_DECAY, DEFAULT_STEP_SIZES, DEFAULT_TOL
@@ -179,6 +182,7 @@ class ExperimentConfig:
     checkpoint_every: int = 200
     network_init: str = "default"
     compare: CompareConfig = field(default_factory=CompareConfig)
+    engine: str = "auto"
 
     @property
     def learn(self) -> tuple[str, ...]:
@@ -217,7 +221,8 @@ class ExperimentConfig:
         """The configured :class:`~fdshpo.outer_step.OuterStep` (every runner's outer step)."""
         from .outer_step import OuterStep
 
-        return OuterStep(self.optimizer(), self.outer.replicas, self.outer.on_diverged)
+        return OuterStep(self.optimizer(), self.outer.replicas, self.outer.on_diverged,
+                         engine_options={"engine": self.engine})
 
     def problem(self, dataset, device: str = "cpu"):
         """The configured :class:`~fdshpo.problem.ClassificationProblem` over ``dataset``."""
@@ -279,6 +284,7 @@ def _validate(data: Any) -> ExperimentConfig:
     seed = top.integer("seed", minimum=0)
     checkpoint_every = top.integer("checkpoint_every", minimum=0)
     network_init = top.string("network_init")
+    engine = top.choice("engine", ENGINES)
     if network_init not in INITS:
         raise UserError(f"network_init: unknown initialisation {network_init!r}; allowed: "
                         f"{', '.join(INITS)}")
@@ -371,7 +377,7 @@ def _validate(data: Any) -> ExperimentConfig:
 
     config = ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
                               store_cfg, resources_cfg, seed, checkpoint_every, network_init,
-                              _compare(top.section("compare", CompareConfig)))
+                              _compare(top.section("compare", CompareConfig)), engine)
     try:
         config.optimizer().check_schedule(config.initial_schedule())
     except ValueError as exc:

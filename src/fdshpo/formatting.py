@@ -11,3 +11,9 @@ def sign_string(hypergradients: Mapping[str, Sequence[float]]) -> str:
     ``-`` or ``0`` (the only part of a hypergradient the sign optimizer uses)."""
     return " ".join(f"{name}:" + "".join("+" if g > 0 else "-" if g < 0 else "0" for g in grads)
                     for name, grads in hypergradients.items())
+
+
+def engine_summary(choice: Mapping) -> str:
+    """``"engine reverse (auto: 1.6x cheaper than forward by ...)"``: which hypergradient engine
+    ran and why, from :meth:`fdshpo.engine.EngineChoice.to_dict`."""
+    return f"engine {choice['engine']} ({choice['requested']}: {choice['reason']})"

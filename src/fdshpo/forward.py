@@ -8,21 +8,25 @@ C = d v / d lambda (each of size P). With H_t the minibatch Hessian at theta_t, 
     Z <- Z - eta_t * C_new - [lambda is the active learning-rate value] * s_t v_{t+1}
 
 (s_t = d h_t / d lambda: 1, or the base shape's factor of a shaped hyperparameter,
-:meth:`fdshpo.Schedule.scale`)
-alongside the inner step of :mod:`fdshpo.inner`, and at the end
+:meth:`fdshpo.Schedule.scale`) alongside the inner step of :mod:`fdshpo.inner`, and at the end
 
-    hypergradient[lambda] = grad L_val(theta_T) . Z_T[lambda]            (exact; no rescaling)
+    hypergradient[lambda] = grad L(theta_T) . Z_T[lambda]                (exact; no rescaling)
+
+with L the validation objective of :mod:`fdshpo.objective` (the example-weighted mean over the
+whole split). With ``grad_clamp=c`` the step uses the clamped gradient clamp(g_t, -c, c), as
+``torch.nn.utils.clip_grad_value_`` before ``torch.optim.SGD`` does, and the tangent update
+differentiates through the clamp: H_t Z becomes m_t * (H_t Z) with m_t = [-c <= g_t <= c]
+(torch's derivative of clamp). ``hvp_clamp`` clamps H_t Z elementwise as the paper's reference
+code does; that is not a derivative of anything and changes the hypergradients (off by default).
 
 The K learned values are the columns of a (K, P) matrix, ordered by the step their segment
 starts, so the columns that are live at step t are a prefix: columns of segments that have not
 started are exactly zero and are neither stored in the HVP pass nor updated. The Hessian-vector
-products of all live columns are computed together in one batched pass, in one of two exact
-forms: reverse-over-reverse (one ``vjp`` of ``grad``, then ``vmap`` of its pullback over the K
-live columns; H is symmetric so the pullback of Z is H Z) or forward-over-reverse (``vmap`` over
-``jvp`` of ``grad``). ``hvp="auto"`` (the default) picks reverse-over-reverse on CPU and
-forward-over-reverse on CUDA, the faster form measured on each (bench/results/engine.md: LeNet-5
-on 2 CPU threads 7.8 vs 8.9 plain steps per FDS step; WRN-16-1 on an H200 9.2-10.2 vs 12.4-12.7).
-Memory is O(P * K) and does not grow with the horizon.
+products of all live columns are computed together in one batched pass, reverse-over-reverse or
+forward-over-reverse (:mod:`fdshpo.objective`); ``hvp="auto"`` (the default) picks
+reverse-over-reverse on CPU and forward-over-reverse on CUDA, the faster form measured on each.
+A step costs about one HVP per live column; memory is O(P * K) and does not grow with the
+horizon. Measured costs of both engines: ``bench/results/engine.md``.
 
 BatchNorm runs in train mode (batch statistics) for the training and the validation batches,
 as in the paper's code; running statistics do not enter the hypergradient and are not tracked.
@@ -30,67 +34,59 @@ as in the paper's code; running statistics do not enter the hypergradient and ar
 
 from __future__ import annotations
 
-import bisect
-import copy
-import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
-from torch.func import (
-    functional_call,
-    grad_and_value,
-    jvp,
-    replace_all_batch_norm_modules_,
-    vjp,
-    vmap,
+
+from .inner import LossFn, sgd_momentum_update
+from .objective import Batch, FlatObjective
+from .replay import stream_from
+from .result import (  # noqa: F401 (HypergradientResult, InnerRunDiverged: re-exported)
+    HypergradientResult,
+    InnerRunDiverged,
+    TangentColumns,
+    assemble_result,
+    check_losses,
 )
+from .schedule import HYPERPARAMETERS, Schedule, check_names
 
-from .flat import ParamLayout
-from .inner import InnerRunDiverged, LossFn, sgd_momentum_update
-from .schedule import HYPERPARAMETERS, Schedule, check_names, segment_start
+if TYPE_CHECKING:
+    from .engine import EngineChoice
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 HVP_MODES = ("auto", "reverse", "forward")
 
-# torch loads its forward-AD decompositions through the deprecated torch.jit.script on first use
-# and warns about its own internals; load them here, quietly, once.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
-    getattr(torch.autograd.forward_ad, "_maybe_load_decompositions", lambda: None)()
+
+def resolve_hvp(hvp: str, device: torch.device) -> str:
+    """The HVP form for ``hvp`` on ``device``: "auto" is reverse-over-reverse on CPU and
+    forward-over-reverse on CUDA. Raises ValueError for an unknown mode."""
+    if hvp not in HVP_MODES:
+        raise ValueError(f"hvp must be one of {list(HVP_MODES)}, got {hvp!r}")
+    if hvp == "auto":
+        return "forward" if device.type == "cuda" else "reverse"
+    return hvp
 
 
-@dataclass(frozen=True)
-class TangentColumns:
-    """Which learned value each tangent column holds, columns sorted by their start step."""
+def checked_learn(learn: Sequence[str]) -> tuple[str, ...]:
+    """``learn`` as a tuple; ValueError when empty, unknown or repeated."""
+    if isinstance(learn, str) or not learn:
+        raise ValueError(f"learn must name at least one of {list(HYPERPARAMETERS)}")
+    learn = tuple(learn)
+    check_names(learn)
+    if len(set(learn)) != len(learn):
+        raise ValueError(f"learn names a hyperparameter twice: {list(learn)}")
+    return learn
 
-    names: tuple[str, ...]
-    segments: tuple[int, ...]
-    starts: tuple[int, ...]
 
-    @classmethod
-    def of(cls, schedule: Schedule, learn: Sequence[str]) -> TangentColumns:
-        cols = [(segment_start(k, n, schedule.num_steps), HYPERPARAMETERS.index(name), name, k)
-                for name in learn
-                for n in (schedule.segments[name],)
-                for k in range(n)]
-        cols.sort()
-        return cls(tuple(c[2] for c in cols), tuple(c[3] for c in cols), tuple(c[0] for c in cols))
+def check_clamp(name: str, clamp: float | None) -> None:
+    if clamp is not None and not clamp > 0:
+        raise ValueError(f"{name} must be positive or None, got {clamp}")
 
-    def __len__(self) -> int:
-        return len(self.names)
 
-    def live(self, step: int) -> int:
-        """Number of columns whose segment has started by ``step`` (they form a prefix)."""
-        return bisect.bisect_right(self.starts, step)
-
-    def index(self, name: str, segment: int) -> int:
-        for i, (n, k) in enumerate(zip(self.names, self.segments)):
-            if n == name and k == segment:
-                return i
-        raise KeyError((name, segment))
+def clamp_mask(grad: torch.Tensor, clamp: float) -> torch.Tensor:
+    """m = [-c <= g <= c] in g's dtype: the derivative of clamp(g, -c, c) (torch's convention)."""
+    return ((grad >= -clamp) & (grad <= clamp)).to(grad.dtype)
 
 
 def _add_scaled(target: torch.Tensor, x: torch.Tensor, scale: float) -> None:
@@ -118,19 +114,23 @@ class ForwardState(NamedTuple):
     C: torch.Tensor
     train_losses: torch.Tensor
 
+    engine = "forward"
 
-@dataclass(frozen=True)
-class HypergradientResult:
-    """Validation loss at theta_T and its exact gradient w.r.t. every learned segment value.
+    @property
+    def total_steps(self) -> int:
+        """The value of ``step`` when the run is done (T)."""
+        return len(self.train_losses)
 
-    ``grads[name]`` is a float64 CPU tensor shaped like ``schedule.values[name]``;
-    ``train_losses`` the (T,) training losses; ``params`` theta_T by parameter name.
-    """
+    def to_tensors(self) -> dict:
+        """The state as a dict of CPU tensors and ints (for ``torch.save``)."""
+        return {"step": int(self.step), "theta": self.theta.cpu(),
+                "velocity": self.velocity.cpu(), "Z": self.Z.cpu(), "C": self.C.cpu(),
+                "train_losses": self.train_losses.cpu()}
 
-    val_loss: float
-    grads: dict[str, torch.Tensor]
-    train_losses: torch.Tensor
-    params: dict[str, torch.Tensor]
+    @classmethod
+    def from_tensors(cls, data: dict, device="cpu") -> ForwardState:
+        return cls(int(data["step"]), *(data[k].to(device) for k in
+                                        ("theta", "velocity", "Z", "C", "train_losses")))
 
 
 class ForwardEngine:
@@ -138,16 +138,20 @@ class ForwardEngine:
 
     Args:
         model: the network; its parameters are theta_0. It is deep-copied, never modified.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar``.
+        loss_fn: ``loss_fn(outputs, targets) -> scalar``, a mean over the batch.
         schedule: the hyperparameter schedule over the horizon.
         learn: names whose segment values get hypergradients.
-        grad_clamp / hvp_clamp: optional elementwise clamps of the gradient / of H Z to
-            [-c, c] as in the paper's reference code (default off: exact hypergradients).
+        grad_clamp: clamp every gradient element to [-c, c] and differentiate through it (the
+            paper's code uses 3; default off).
+        hvp_clamp: clamp every element of H Z to [-c, c], as the paper's reference code does
+            (not exact; default off).
         check_every: steps between checks for a non-finite training loss (each check syncs).
         hvp: how the batched Hessian-vector products are formed: "reverse" (reverse-over-
             reverse), "forward" (forward-over-reverse) or "auto" (reverse on CPU, forward on
             CUDA; the default). The results agree to rounding.
     """
+
+    name = "forward"
 
     def __init__(
         self,
@@ -160,70 +164,30 @@ class ForwardEngine:
         check_every: int = 100,
         hvp: str = "auto",
     ) -> None:
-        learn = tuple(learn)
-        if hvp not in HVP_MODES:
-            raise ValueError(f"hvp must be one of {list(HVP_MODES)}, got {hvp!r}")
-        if isinstance(learn, str) or not learn:
-            raise ValueError(f"learn must name at least one of {list(HYPERPARAMETERS)}")
-        check_names(learn)
-        if len(set(learn)) != len(learn):
-            raise ValueError(f"learn names a hyperparameter twice: {list(learn)}")
-        for name, clamp in (("grad_clamp", grad_clamp), ("hvp_clamp", hvp_clamp)):
-            if clamp is not None and not clamp > 0:
-                raise ValueError(f"{name} must be positive or None, got {clamp}")
+        learn = checked_learn(learn)
+        check_clamp("grad_clamp", grad_clamp)
+        check_clamp("hvp_clamp", hvp_clamp)
+        self.objective = FlatObjective(model, loss_fn)
         self.schedule = schedule
         self.learn = learn
-        self.loss_fn = loss_fn
-        self.layout = ParamLayout.of(model)
+        self.layout = self.objective.layout
+        self.device, self.dtype = self.objective.device, self.objective.dtype
         self.columns = TangentColumns.of(schedule, learn)
         self.grad_clamp, self.hvp_clamp = grad_clamp, hvp_clamp
         self.check_every = max(1, int(check_every))
-        self.hvp = hvp
-        template = next(p for p in model.parameters() if p.requires_grad)
-        self.device, self.dtype = template.device, template.dtype
-        if self.hvp == "auto":
-            self.hvp = "forward" if self.device.type == "cuda" else "reverse"
-        self._theta0 = self.layout.flatten_module(model)
-        stateless = copy.deepcopy(model).train()
-        replace_all_batch_norm_modules_(stateless)  # batch statistics, no running-stat writes
-        for p in stateless.parameters():
-            p.requires_grad_(False)
-        self._model = stateless
-        self._grad_and_loss = grad_and_value(self._loss_at)
-        # column of the active segment of each learned name, per segment index
-        self._column = {name: [self.columns.index(name, k)
-                               for k in range(schedule.segments[name])] for name in learn}
-
-    # -- the differentiated function -----------------------------------------------------------
-    def _loss_at(self, theta: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor):
-        outputs = functional_call(self._model, self.layout.unflatten(theta), (inputs,))
-        return self.loss_fn(outputs, targets)
-
-    def _grad_and_hvps(self, theta, tangents, inputs, targets):
-        """(g, loss, H @ tangents) with all K tangents (rows) in one batched pass."""
-
-        def grad_and_loss(th):
-            return self._grad_and_loss(th, inputs, targets)
-
-        if self.hvp == "reverse":  # H symmetric: the pullback of grad at Z is H Z
-            grad, pullback, loss = vjp(grad_and_loss, theta, has_aux=True)
-            (hvps,) = vmap(pullback)(tangents)
-            return grad, loss, hvps
-
-        def grad_and_hvp(tangent):
-            return jvp(grad_and_loss, (theta,), (tangent,))
-
-        (grad, loss), (hvps, _) = vmap(grad_and_hvp)(tangents)
-        return grad[0], loss[0], hvps
+        self.hvp = resolve_hvp(hvp, self.device)
+        self._column = self.columns.table()
 
     # -- state transitions ---------------------------------------------------------------------
-    def init(self) -> ForwardState:
-        """theta_0 from the model, v_0 = 0, all tangents zero, step 0."""
+    def init(self, theta: torch.Tensor | None = None, velocity: torch.Tensor | None = None
+             ) -> ForwardState:
+        """theta_0 from the model (or ``theta``), v_0 = 0 (or ``velocity``), zero tangents."""
         K, P, T = len(self.columns), self.layout.size, self.schedule.num_steps
         zeros = dict(device=self.device, dtype=self.dtype)
-        return ForwardState(0, self._theta0.clone(), torch.zeros(P, **zeros),
-                            torch.zeros(K, P, **zeros), torch.zeros(K, P, **zeros),
-                            torch.full((T,), float("nan"), **zeros))
+        theta = self.objective.theta0 if theta is None else theta
+        velocity = torch.zeros(P, **zeros) if velocity is None else velocity
+        return ForwardState(0, theta.clone(), velocity.clone(), torch.zeros(K, P, **zeros),
+                            torch.zeros(K, P, **zeros), torch.full((T,), float("nan"), **zeros))
 
     def step(self, state: ForwardState, inputs: torch.Tensor, targets: torch.Tensor
              ) -> ForwardState:
@@ -231,14 +195,14 @@ class ForwardEngine:
         t, theta, velocity, Z, C, losses = state
         if t >= self.schedule.num_steps:
             raise ValueError(f"the horizon of {self.schedule.num_steps} steps is already done")
-        inputs = inputs.to(self.device, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
+        inputs, targets = self.objective.to_device(inputs, targets)
         hp = self.schedule.at(t)
         eta, mu, omega = hp["lr"], hp["momentum"], hp["weight_decay"]
         k = self.columns.live(t)
         Z_live, C_live = Z[:k], C[:k]
-        grad, loss, hvps = self._grad_and_hvps(theta, Z_live, inputs, targets)
+        grad, loss, hvps = self.objective.grad_and_hvps(theta, Z_live, inputs, targets, self.hvp)
         if self.grad_clamp is not None:
+            hvps = hvps * clamp_mask(grad, self.grad_clamp)
             grad = grad.clamp(-self.grad_clamp, self.grad_clamp)
         if self.hvp_clamp is not None:
             hvps = hvps.clamp(-self.hvp_clamp, self.hvp_clamp)
@@ -257,24 +221,11 @@ class ForwardEngine:
         losses[t] = loss.detach()
         t += 1
         if t % self.check_every == 0 or t == self.schedule.num_steps:
-            self._check_losses(losses, t)
+            check_losses(losses, max(0, t - self.check_every), t, self.schedule)
         return ForwardState(t, new_theta, new_velocity, Z, C, losses)
 
     def _active(self, name: str, step: int) -> int:
         return self._column[name][self.schedule.segment(name, step)]
-
-    def _check_losses(self, losses: torch.Tensor, upto: int) -> None:
-        since = max(0, upto - self.check_every)
-        finite = torch.isfinite(losses[since:upto])
-        if bool(finite.all()):
-            return
-        first = since + int((~finite).nonzero()[0])
-        hp = self.schedule.at(first)
-        raise InnerRunDiverged(
-            f"the inner run diverged at step {first} of {self.schedule.num_steps}: training loss "
-            f"{losses[first].item()} with lr={hp['lr']:.4g}, momentum={hp['momentum']:.4g}, "
-            f"weight_decay={hp['weight_decay']:.4g}; lower the learning rate or its upper bound",
-            first, hp)
 
     def advance(
         self,
@@ -303,72 +254,27 @@ class ForwardEngine:
                 on_step(state)
         return state
 
-    def finish(self, state: ForwardState, val_batches: Iterable[Batch]) -> HypergradientResult:
-        """Validation loss at theta_T and hypergradient = grad L_val(theta_T) @ Z_T."""
+    def finish(self, state: ForwardState, val_batches: Iterable[Batch],
+               choice: EngineChoice | None = None) -> HypergradientResult:
+        """Validation loss at theta_T and hypergradient = grad L(theta_T) @ Z_T."""
         if state.step != self.schedule.num_steps:
             raise ValueError(
                 f"the inner run is at step {state.step} of {self.schedule.num_steps}; "
                 "advance it to the horizon before computing the hypergradient")
-        val_grad = torch.zeros_like(state.theta)
-        val_loss = torch.zeros((), device=self.device, dtype=self.dtype)
-        count = 0
-        for inputs, targets in val_batches:
-            inputs = inputs.to(self.device, non_blocking=True)
-            targets = targets.to(self.device, non_blocking=True)
-            grad, loss = self._grad_and_loss(state.theta, inputs, targets)
-            val_grad += grad
-            val_loss += loss.detach()
-            count += 1
-        if count == 0:
-            raise ValueError("val_batches is empty; give at least one validation batch")
-        val_grad /= count
-        val_loss = float(val_loss) / count
-        hyper = (state.Z @ val_grad).to("cpu", torch.float64)
-        grads = {name: torch.zeros(self.schedule.segments[name], dtype=torch.float64)
-                 for name in self.learn}
-        for i, (name, k) in enumerate(zip(self.columns.names, self.columns.segments)):
-            grads[name][k] = hyper[i]
-        if not (torch.isfinite(hyper).all() and torch.isfinite(torch.tensor(val_loss))):
-            raise InnerRunDiverged(
-                f"the validation loss ({val_loss}) or hypergradient is not finite although every "
-                "training loss was; the run is numerically unstable: lower the learning rate",
-                None, None)
-        params = {n: p.detach().clone() for n, p in self.layout.unflatten(state.theta).items()}
-        return HypergradientResult(val_loss, grads, state.train_losses.detach().cpu(), params)
+        val_loss, val_grad = self.objective.validation(state.theta, val_batches)
+        return assemble_result(val_loss, state.Z @ val_grad, self.columns, self.schedule,
+                               state.train_losses, state.theta, self.layout, choice)
 
-
-def hypergradient(
-    model: nn.Module,
-    loss_fn: LossFn,
-    train_batches: Iterable[Batch],
-    val_batches: Iterable[Batch],
-    schedule: Schedule,
-    learn: Sequence[str] = HYPERPARAMETERS,
-    *,
-    grad_clamp: float | None = None,
-    hvp_clamp: float | None = None,
-    on_step: Callable[[ForwardState], None] | None = None,
-    hvp: str = "auto",
-) -> HypergradientResult:
-    """Exact hypergradients of the mean validation loss w.r.t. the learned segment values.
-
-    Runs ``schedule.num_steps`` SGD-momentum steps from the model's parameters, one batch of
-    ``train_batches`` per step (any iterable, a generator too; the trajectory is not stored), then
-    returns ``HypergradientResult(val_loss, grads, ...)`` with ``grads[name]`` shaped like
-    ``schedule.values[name]`` for each name in ``learn``. The model is not modified.
-    ``grad_clamp`` / ``hvp_clamp`` / ``hvp`` are :class:`ForwardEngine`'s options.
-
-    Raises:
-        ValueError: ``train_batches`` does not yield exactly ``num_steps`` batches, an empty
-            ``val_batches``, or unknown names in ``learn``.
-        InnerRunDiverged: the training loss, validation loss or hypergradient is non-finite
-            (the message names the step and the hyperparameters in force).
-    """
-    engine = ForwardEngine(model, loss_fn, schedule, learn, grad_clamp, hvp_clamp, hvp=hvp)
-    iterator = iter(train_batches)
-    state = engine.advance(engine.init(), iterator, on_step=on_step)
-    for _ in iterator:
-        raise ValueError(
-            f"train_batches yields more than the schedule's {schedule.num_steps} steps; "
-            "give exactly one batch per inner step")
-    return engine.finish(state, val_batches)
+    def run(self, state: ForwardState, train_batches: Iterable[Batch],
+            val_batches: Iterable[Batch],
+            on_step: Callable[[ForwardState], None] | None = None,
+            choice: EngineChoice | None = None) -> HypergradientResult:
+        """From ``state`` to the result: the batches of steps before ``state.step`` are
+        skipped, and ``train_batches`` must hold exactly one batch per step (ValueError)."""
+        iterator = iter(stream_from(train_batches, state.step))
+        state = self.advance(state, iterator, on_step=on_step)
+        for _ in iterator:
+            raise ValueError(f"train_batches yields more than the schedule's "
+                             f"{self.schedule.num_steps} steps; give exactly one batch per "
+                             "inner step")
+        return self.finish(state, val_batches, choice)

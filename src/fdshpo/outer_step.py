@@ -12,8 +12,10 @@ From a :class:`~fdshpo.tune_state.TuneState` with schedule lambda_s:
                         lowers every learning rate by its step size (the step is still paid for)
             "raise"     InnerRunDiverged naming the replica, the inner step and the values
         lambda_{s+1}, sign state = optimizer.update(lambda_s, h, sign state, mean loss)
-        record: the schedule used, h, each replica's h and loss, the step sizes after, and the
-                compute spent (the sum of the replicas' seconds, however they ran)
+        record: the schedule used, h, each replica's h and loss, the step sizes after, the
+                compute spent (the sum of the replicas' seconds, however they ran), and the
+                engine that computed the hypergradients and why (``engine="auto"``'s choice,
+                :class:`fdshpo.engine.EngineChoice`, of the first replica that finished)
 
 Every path runs these two methods: the library's :func:`fdshpo.tune.tune` (``step`` runs the
 replicas one after another, then ``apply``), the FDS baseline, the inline runner, and the KFP
@@ -35,9 +37,12 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .forward import ForwardState, HypergradientResult, InnerRunDiverged, hypergradient
-from .inner import LossFn
+from .engine import hypergradient
+from .forward import ForwardState
+from .inner import InnerRunDiverged, LossFn
 from .outer import SignOptimizer
+from .result import HypergradientResult
+from .reverse import ReverseState
 from .schedule import Schedule
 from .tune_state import InnerTask, OuterStepRecord, TaskFactory, TuneState
 
@@ -53,7 +58,7 @@ class InnerCheckpointer(Protocol):
 
     def run(self, task: InnerTask, schedule: Schedule, learn: Sequence[str], loss_fn: LossFn,
             outer_step: int, replica: int,
-            on_step: Callable[[ForwardState], None] | None = None,
+            on_step: Callable[[ForwardState | ReverseState], None] | None = None,
             **engine_options) -> HypergradientResult: ...
 
 
@@ -62,7 +67,8 @@ class ReplicaResult:
     """One replica's inner run of one outer step, as plain data (it crosses KFP tasks as JSON).
 
     ``grads`` is None and ``val_loss`` infinite when the run diverged; ``diverged`` then says
-    where (``{"step", "hyperparameters", "message"}``).
+    where (``{"step", "hyperparameters", "message"}``). ``engine``: which engine ran and why
+    (:meth:`fdshpo.engine.EngineChoice.to_dict`; None when the run diverged).
     """
 
     outer_step: int
@@ -71,13 +77,15 @@ class ReplicaResult:
     grads: dict[str, list[float]] | None
     seconds: float
     diverged: dict | None = None
+    engine: dict | None = None
 
     @classmethod
     def of(cls, outer_step: int, replica: int, result: HypergradientResult, seconds: float
            ) -> ReplicaResult:
         return cls(outer_step, replica, float(result.val_loss),
                    {n: torch.as_tensor(g, dtype=torch.float64).tolist()
-                    for n, g in result.grads.items()}, float(seconds))
+                    for n, g in result.grads.items()}, float(seconds), None,
+                   None if result.engine is None else result.engine.to_dict())
 
     @classmethod
     def of_divergence(cls, outer_step: int, replica: int, error: InnerRunDiverged,
@@ -94,7 +102,7 @@ class ReplicaResult:
                    float(data["val_loss"]),
                    None if grads is None else {n: [float(x) for x in g]
                                                for n, g in grads.items()},
-                   float(data.get("seconds", 0.0)), data.get("diverged"))
+                   float(data.get("seconds", 0.0)), data.get("diverged"), data.get("engine"))
 
 
 def mean_hypergradient(results: Sequence[ReplicaResult]) -> dict[str, torch.Tensor]:
@@ -128,7 +136,11 @@ class OuterStep:
         replicas: inner runs per outer step whose hypergradients are averaged.
         on_diverged: ``"lower_lr"`` or ``"raise"`` (module docstring).
         loss_fn: the training and validation loss.
-        engine_options: passed to :func:`~fdshpo.hypergradient` (clamps, HVP form, engine).
+        engine_options: passed to :func:`~fdshpo.hypergradient`: ``engine`` ("auto",
+            "forward", "reverse"), ``recompute_every`` (reverse mode's interval between stored
+            trajectory states), clamps, HVP form, ``prices``/``memory_limit`` (what "auto"
+            decides by). With ``prices="measure"`` the first inner run of a loop measures them
+            and later outer steps reuse them (:meth:`engine_options_for`).
     """
 
     optimizer: SignOptimizer = field(default_factory=SignOptimizer)
@@ -152,22 +164,34 @@ class OuterStep:
         """The state before the first outer step."""
         return TuneState(schedule, self.optimizer.init(schedule))
 
+    def engine_options_for(self, state: TuneState) -> dict:
+        """``engine_options``, where ``prices="measure"`` becomes the prices an earlier outer
+        step of this loop measured (a loop measures once, and resumes with the same prices)."""
+        options = dict(self.engine_options)
+        if options.get("prices") == "measure":
+            measured = [r.engine["prices"] for r in state.history
+                        if r.engine and r.engine.get("prices")]
+            if measured:
+                options["prices"] = measured[-1]
+        return options
+
     def run_replica(self, make_task: TaskFactory, state: TuneState, replica: int,
                     checkpointer: InnerCheckpointer | None = None,
                     on_step: Callable[[ForwardState], None] | None = None) -> ReplicaResult:
         """Replica ``replica``'s inner run on ``state.schedule`` (resumable with a
         ``checkpointer``, which resumes from its newest valid checkpoint and saves new ones)."""
         s, schedule = state.next_outer_step, state.schedule
+        options = self.engine_options_for(state)
         started = time.perf_counter()
         task = make_task(s, replica, schedule.num_steps)
         try:
             if checkpointer is not None:
                 result = checkpointer.run(task, schedule, self.learn, self.loss_fn, s, replica,
-                                          on_step=on_step, **self.engine_options)
+                                          on_step=on_step, **options)
             else:
                 result = hypergradient(task.model, self.loss_fn, task.train_batches,
                                        task.val_batches, schedule, self.learn, on_step=on_step,
-                                       **self.engine_options)
+                                       **options)
         except InnerRunDiverged as error:
             return ReplicaResult.of_divergence(s, replica, error,
                                                time.perf_counter() - started)
@@ -206,7 +230,8 @@ class OuterStep:
             val_loss=val_loss, replica_val_losses=losses,
             step_sizes={n: v.tolist() for n, v in opt_state.step_sizes.items()},
             seconds=math.fsum(r.seconds for r in results), converged=converged,
-            diverged_replicas=[r.replica for r in diverged])
+            diverged_replicas=[r.replica for r in diverged],
+            engine=next((r.engine for r in results if r.engine is not None), None))
         return TuneState(schedule, opt_state, s + 1, converged, state.history + (record,))
 
     def step(self, make_task: TaskFactory, state: TuneState,

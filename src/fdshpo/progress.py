@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .formatting import sign_string
+from .formatting import engine_summary, sign_string
 from .tune import InnerProgress, OuterProgress
 from .tune_state import OuterStepRecord
 
@@ -24,6 +24,7 @@ def outer_step_line(record: OuterStepRecord, outer_steps: int | None = None) -> 
         what = (f"val loss {record.val_loss:.4f}, hypergradient signs "
                 f"{sign_string(record.hypergradients)}")
     return (f"outer step {record.outer_step + 1}{of}: {what}, {record.seconds:.1f}s"
+            + (f", {engine_summary(record.engine)}" if record.engine else "")
             + (", converged" if record.converged else ""))
 
 

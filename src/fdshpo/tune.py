@@ -26,6 +26,7 @@ from .forward import ForwardState
 from .inner import LossFn
 from .outer import SignOptimizer
 from .outer_step import InnerCheckpointer, OuterStep, ReplicaResult, select_schedule
+from .reverse import ReverseState
 from .schedule import Schedule
 from .tune_state import InnerTask, OuterStepRecord, TaskFactory, TuneState
 
@@ -46,7 +47,9 @@ class TuneResult:
 
 @dataclass(frozen=True)
 class InnerProgress:
-    """Inner step ``step`` (1-based) of ``num_steps`` done, in a replica of an outer step."""
+    """Inner progress ``step`` (1-based) of ``num_steps`` done, in a replica of an outer step
+    (``num_steps``: T for the forward engine; 2T for reverse mode, whose backward sweep
+    counts too)."""
 
     outer_step: int
     outer_steps: int
@@ -99,7 +102,11 @@ def tune(
         progress: called after every inner and every outer step (module docstring).
         checkpointer: resumable inner runs (:class:`InnerCheckpointer`); with ``resume`` and a
             checkpointing ``callback`` a killed run continues where it stopped.
-        engine_options: passed to :func:`~fdshpo.hypergradient` (clamps, HVP form, engine).
+        engine_options: :func:`~fdshpo.hypergradient`'s options: ``engine`` ("auto", the
+            default, "forward" or "reverse"), ``recompute_every``, ``grad_clamp``,
+            ``hvp_clamp``, ``hvp``, ``prices``, ``memory_limit``. With ``prices="measure"`` the
+            first inner run measures them and the rest reuse them. Each outer step's record
+            says which engine ran and why (``record.engine``).
     """
     if not isinstance(outer_steps, int) or outer_steps < 1:
         raise ValueError(f"outer_steps must be a positive int, got {outer_steps!r}")
@@ -110,9 +117,10 @@ def tune(
     while state.next_outer_step < outer_steps and not state.converged:
         hook = None
         if progress is not None:
-            def hook(replica: int, inner: ForwardState, s=state.next_outer_step,
-                     T=state.schedule.num_steps) -> None:
-                progress(InnerProgress(s, outer_steps, replica, replicas, inner.step, T))
+            def hook(replica: int, inner: ForwardState | ReverseState,
+                     s=state.next_outer_step) -> None:
+                progress(InnerProgress(s, outer_steps, replica, replicas, inner.step,
+                                       inner.total_steps))
         state = outer.step(make_task, state, checkpointer, hook)
         if progress is not None:
             progress(OuterProgress(state.history[-1], outer_steps))

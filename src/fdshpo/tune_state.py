@@ -33,7 +33,9 @@ class OuterStepRecord:
 
     ``seconds`` is the compute the step spent: the sum of its replicas' inner-run seconds.
     ``diverged_replicas`` lists the replicas whose inner run diverged; ``val_loss`` is then
-    infinite and ``hypergradients`` what the divergence policy applied.
+    infinite and ``hypergradients`` what the divergence policy applied. ``engine``: the engine
+    that computed the hypergradients and why (:meth:`fdshpo.engine.EngineChoice.to_dict`), None
+    when no replica finished.
     """
 
     outer_step: int
@@ -46,6 +48,7 @@ class OuterStepRecord:
     seconds: float
     converged: bool
     diverged_replicas: list[int] = field(default_factory=list)
+    engine: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

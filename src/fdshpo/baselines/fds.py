@@ -4,7 +4,9 @@ One outer step costs ``replicas`` FDS inner runs over the horizon,
 
     outer = replicas * (sum_t fds_step(live columns at t) + validation gradient)
 
-and with a budget B the method runs at most min(outer_steps, floor(B / outer)) outer steps of
+charged for the engine that runs it (``engine="auto"``: the cheaper by the cost model's own
+prices, :func:`fdshpo.budget.fds_engine`; the run then uses that engine), and with a budget B
+the method runs at most min(outer_steps, floor(B / outer)) outer steps of
 :class:`fdshpo.outer_step.OuterStep` (the same step the library's tune loop and the pipeline
 take), stopping earlier when every learned value has converged. A diverged inner run lowers
 every learning rate (``on_diverged="lower_lr"``) and is still paid for. The pick is chosen by
@@ -19,11 +21,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from ..budget import CostModel, Ledger, fds_run_ledger
+from ..budget import CostModel, Ledger, fds_engine, fds_run_ledger
+from ..engine import EngineChoice
 from ..outer import SignOptimizer
 from ..outer_step import OuterStep, select_schedule
 from ..problem import ClassificationProblem
-from ..schedule import HYPERPARAMETERS
+from ..schedule import HYPERPARAMETERS, Schedule
+from ..tune_state import TuneState
 from .space import Incumbent, MethodResult, SearchSpace, affordable, validation_examples
 
 
@@ -34,22 +38,36 @@ def initial_schedule(space: SearchSpace, init: Mapping[str, float] | None = None
     return space.schedule(values)
 
 
+def fds_outer_work(problem: ClassificationProblem, schedule: Schedule, learn,
+                   cost_model: CostModel, engine: str = "auto", replicas: int = 1
+                   ) -> tuple[Ledger, EngineChoice]:
+    """(the work of one outer step from ``schedule``, the engine that does it): ``replicas``
+    inner runs of the engine :func:`~fdshpo.budget.fds_engine` picks for ``problem``."""
+    choice = fds_engine(problem.model(0), schedule, learn, cost_model, engine)
+    run = fds_run_ledger(schedule, learn, validation_examples(problem), choice.engine,
+                         choice.recompute_every)
+    return sum([run] * replicas, Ledger()), choice
+
+
 def fds_method(problem: ClassificationProblem, space: SearchSpace, budget: float,
                cost_model: CostModel, seed: int = 0, outer_steps: int = 10,
                step_sizes: Mapping[str, float] | None = None, replicas: int = 1,
                init: Mapping[str, float] | None = None, decay: float = 0.5,
                tol: float = 0.05, multiplicative: Sequence[str] = (),
-               backtrack: bool = False, select: str = "best") -> MethodResult:
+               backtrack: bool = False, select: str = "best", engine: str = "auto"
+               ) -> MethodResult:
     """Budgeted FDS (see module docstring). ``seed`` is unused: FDS is deterministic given the
-    problem, whose own seed fixes splits, initialisation and batch order."""
+    problem, whose own seed fixes splits, initialisation and batch order. ``engine``: the
+    hypergradient engine ("auto", "forward" or "reverse"); the one chosen is in the details."""
     del seed
-    outer = OuterStep(SignOptimizer(step_sizes, decay, tol, multiplicative, backtrack), replicas)
-    state = outer.init(initial_schedule(space, init))
-    select_schedule(state, select)  # a bad rule fails before any work
-    per_outer = Ledger()
-    for _ in range(replicas):
-        per_outer = per_outer + fds_run_ledger(state.schedule, outer.learn,
-                                               validation_examples(problem))
+    optimizer = SignOptimizer(step_sizes, decay, tol, multiplicative, backtrack)
+    schedule = initial_schedule(space, init)
+    select_schedule(TuneState(schedule, None), select)  # a bad rule fails before any work
+    per_outer, choice = fds_outer_work(problem, schedule, optimizer.learn, cost_model, engine,
+                                       replicas)
+    outer = OuterStep(optimizer, replicas, engine_options={
+        "engine": choice.engine, "recompute_every": choice.recompute_every})
+    state = outer.init(schedule)
     steps = min(outer_steps, affordable(budget, per_outer.cost(cost_model), "FDS outer step"))
     ledger, incumbents = Ledger(), []
     started = time.perf_counter()
@@ -68,5 +86,5 @@ def fds_method(problem: ClassificationProblem, space: SearchSpace, budget: float
         ledger.cost(cost_model), budget, tuple(incumbents),
         {"outer_steps": state.next_outer_step, "converged": state.converged,
          "diverged_steps": sum(bool(r.diverged_replicas) for r in history),
-         "replicas": replicas, "select": select,
+         "replicas": replicas, "select": select, "engine": choice.to_dict(),
          "val_losses": [r.val_loss for r in history]})

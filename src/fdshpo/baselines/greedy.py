@@ -27,9 +27,10 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ..budget import CostModel, Ledger, fds_run_ledger
+from ..budget import CostModel, Ledger, fds_engine, fds_run_ledger
 from ..data.batches import ShuffledBatches
-from ..forward import ForwardEngine, InnerRunDiverged
+from ..engine import EngineChoice, make_engine
+from ..forward import InnerRunDiverged
 from ..inner import InnerState, init_state, train
 from ..outer import SignOptimizer
 from ..outer_step import diverged_hypergradient
@@ -56,45 +57,61 @@ def windows(space: SearchSpace) -> list[tuple[int, int]]:
 
 def _window_batches(batches, start: int, end: int):
     if isinstance(batches, ShuffledBatches):
-        return ShuffledBatches(batches.inputs, batches.targets, batches.batch_size, end,
-                               batches.seed, start=start)
+        return batches.window(start, end)  # augmentation included
     raise TypeError("greedy FDS needs the problem's ShuffledBatches to replay a window")
+
+
+def window_engines(problem: ClassificationProblem, space: SearchSpace, learn,
+                   cost_model: CostModel, engine: str = "auto"
+                   ) -> tuple[list[EngineChoice], list[Ledger]]:
+    """Per window: the engine its runs use (:func:`fdshpo.budget.fds_engine`) and the work of
+    one run of it."""
+    model, n_val = problem.model(0), validation_examples(problem)
+    choices, work = [], []
+    for a, b in windows(space):
+        window = Schedule.constant(b - a, 0.0)
+        choice = fds_engine(model, window, learn, cost_model, engine)
+        choices.append(choice)
+        work.append(fds_run_ledger(window, learn, n_val, choice.engine, choice.recompute_every))
+    return choices, work
 
 
 def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float,
                cost_model: CostModel, seed: int = 0,
                step_sizes: Mapping[str, float] | None = None,
                init: Mapping[str, float] | None = None, decay: float = 0.5,
-               tol: float = 0.05) -> MethodResult:
-    """Greedy FDS at a budget (see module docstring). ``seed`` is unused (deterministic)."""
+               tol: float = 0.05, engine: str = "auto") -> MethodResult:
+    """Greedy FDS at a budget (see module docstring). ``seed`` is unused (deterministic).
+    ``engine``: the hypergradient engine of each window's runs (charged for the one it runs,
+    :func:`fdshpo.budget.fds_engine`)."""
     del seed
     optimizer = SignOptimizer(step_sizes, decay, tol)
     learn = optimizer.learn
-    T, n_val = space.num_steps, validation_examples(problem)
+    T = space.num_steps
     spans = windows(space)
-    window_work = [fds_run_ledger(Schedule.constant(b - a, 0.0), learn, n_val) for a, b in spans]
+    task = problem(0, 0, T)
+    model, loss_fn = task.model, nn.functional.cross_entropy
+    choices, window_work = window_engines(problem, space, learn, cost_model, engine)
     per_pass = sum(window_work, Ledger())
     walk = Ledger(plain_steps=T)
     passes = affordable(budget - walk.cost(cost_model), per_pass.cost(cost_model),
                         "greedy pass over the windows (plus the final walk)")
     values = {n: v.clone() for n, v in initial_schedule(space, init).values.items()}
-    task = problem(0, 0, T)
-    model, loss_fn = task.model, nn.functional.cross_entropy
     inner = init_state(model)
     started = time.perf_counter()
     ledger, val_loss, diverged = Ledger(), DIVERGED_LOSS, 0
-    for (a, b), work in zip(spans, window_work):
+    for (a, b), work, choice in zip(spans, window_work, choices):
         active = {n: segment_index(a, space.segments[n], T) for n in HYPERPARAMETERS}
         window = Schedule(b - a, {n: values[n][active[n]:active[n] + 1] for n in HYPERPARAMETERS},
                           space.bounds)
         opt_state = optimizer.init(window)
         for _ in range(passes):
-            engine = ForwardEngine(model, loss_fn, window, learn)
-            state = engine.init()._replace(theta=inner.params.clone(),
-                                           velocity=inner.velocity.clone())
+            runner = make_engine(choice.engine, model, loss_fn, window, learn,
+                                 recompute_every=choice.recompute_every)
             try:
-                state = engine.advance(state, _window_batches(task.train_batches, a, b))
-                result = engine.finish(state, task.val_batches)
+                result = runner.run(runner.init(inner.params, inner.velocity),
+                                    _window_batches(task.train_batches, a, b), task.val_batches,
+                                    choice=choice)
                 grads, val_loss = result.grads, result.val_loss
             except InnerRunDiverged:
                 diverged += 1
@@ -117,4 +134,5 @@ def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float
     cost = ledger.cost(cost_model)
     return MethodResult("greedy", schedule, val_loss, ledger, cost, budget,
                         (Incumbent(cost, ledger.seconds, val_loss, schedule),),
-                        {"windows": len(spans), "passes": passes, "diverged_runs": diverged})
+                        {"windows": len(spans), "passes": passes, "diverged_runs": diverged,
+                         "engines": [c.engine for c in choices]})

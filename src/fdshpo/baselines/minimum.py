@@ -1,7 +1,7 @@
 """The smallest budget each method accepts: the price of its first indivisible piece of work.
 
-    fds        one outer step: replicas x (an FDS inner run over T from the initial schedule,
-               with tangents for the learned values, + the validation gradient)
+    fds        one outer step: replicas x (an FDS inner run over T from the initial schedule
+               with the engine it runs, + the validation gradient)
     greedy     one pass over its windows + the final walk (T plain steps)
     random, tpe, constant, step, cosine, linear, hd
                one trial: T plain steps + a validation pass
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..budget import CostModel, Ledger, fds_run_ledger
+from ..budget import CostModel, Ledger
 from ..outer import SignOptimizer
 from ..problem import ClassificationProblem
-from ..schedule import Schedule
-from .fds import initial_schedule
-from .greedy import windows
+from .fds import fds_outer_work, initial_schedule
+from .greedy import window_engines
 from .hyperband import full_trial
 from .search import trial_cost
 from .space import SearchSpace, validation_examples
@@ -42,13 +41,13 @@ def minimum_budget(name: str, problem: ClassificationProblem, space: SearchSpace
     n_val = validation_examples(problem)
     if name in ("fds", "greedy"):
         learn = SignOptimizer(options.get("step_sizes")).learn
+        engine = str(options.get("engine", "auto"))
         if name == "fds":
-            run = fds_run_ledger(initial_schedule(space, options.get("init")), learn, n_val)
-            replicas = int(options.get("replicas", 1))
-            return replicas * run.cost(cost_model), "FDS outer step"
-        work = Ledger(plain_steps=space.num_steps)
-        for a, b in windows(space):
-            work = work + fds_run_ledger(Schedule.constant(b - a, 0.0), learn, n_val)
+            work, _ = fds_outer_work(problem, initial_schedule(space, options.get("init")),
+                                     learn, cost_model, engine, int(options.get("replicas", 1)))
+            return work.cost(cost_model), "FDS outer step"
+        _, runs = window_engines(problem, space, learn, cost_model, engine)
+        work = sum(runs, Ledger(plain_steps=space.num_steps))
         return work.cost(cost_model), "greedy pass over the windows (plus the final walk)"
     if name == "hyperband":
         keys = ("reduction_factor", "max_resource")

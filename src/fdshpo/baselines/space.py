@@ -11,9 +11,11 @@ and returns a :class:`MethodResult`: the schedule it picked, its validation loss
 each point of its spend), so accuracy can be plotted against budget.
 
 Trials are scored with :func:`evaluate_schedule`: train the problem's network (replica 0) on
-outer step 0's training split with the schedule, and take the mean cross-entropy on that step's
-validation split in eval mode. A run whose training loss or validation loss is not finite scores
-``DIVERGED_LOSS``.
+outer step 0's training split with the schedule, and take the validation objective FDS itself
+differentiates (:func:`fdshpo.objective.validation_loss`: the example-weighted mean
+cross-entropy over that step's validation split, BatchNorm with each batch's statistics), so
+every method's validation loss means the same thing. A run whose training loss or validation
+loss is not finite scores ``DIVERGED_LOSS``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import torch
 from torch import nn
 
 from ..budget import Ledger, trial_ledger
-from ..evaluate import accuracy_and_loss
 from ..inner import load_state, train
+from ..objective import validation_loss
 from ..problem import ClassificationProblem
 from ..schedule import HYPERPARAMETERS, Schedule, check_names
 
@@ -139,9 +141,9 @@ def validation_examples(problem: ClassificationProblem) -> int:
 
 
 def score_model(model: nn.Module, val_batches) -> float:
-    """Mean cross-entropy of ``model`` (eval mode) over the validation batches."""
-    xs, ys = zip(*val_batches)
-    _, loss = accuracy_and_loss(model, torch.cat(xs), torch.cat(ys))
+    """The validation objective of ``model`` over the validation batches (see the module
+    docstring), or ``DIVERGED_LOSS`` when it is not finite."""
+    loss = validation_loss(model, val_batches)
     return loss if math.isfinite(loss) else DIVERGED_LOSS
 
 

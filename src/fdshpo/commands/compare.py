@@ -21,6 +21,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from .run import add_engine_argument, with_engine
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -42,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, help="local output folder")
     parser.add_argument("--name", default=None, help="comparison name (default: a timestamp)")
     parser.add_argument("--no-store", action="store_true", help="write only to --out")
+    add_engine_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -64,8 +67,8 @@ def build(config, device: str):
     o = config.outer
     fds = {"outer_steps": o.max_steps, "replicas": o.replicas, "step_sizes": o.step_sizes,
            "decay": o.decay, "tol": o.tol, "multiplicative": o.multiplicative,
-           "backtrack": o.backtrack, "select": o.select}
-    greedy = {k: fds[k] for k in ("step_sizes", "decay", "tol")}
+           "backtrack": o.backtrack, "select": o.select, "engine": config.engine}
+    greedy = {k: fds[k] for k in ("step_sizes", "decay", "tol", "engine")}
     return problem, space, dict(s.initial), {"fds": fds, "greedy": greedy}
 
 
@@ -111,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..runtime import device_for, set_threads
 
-    config = load_config(args.config)
+    config = with_engine(load_config(args.config), args)
     methods, seeds, runs = request(args, config)
     device = device_for(config) if args.device == "auto" else args.device
     threads = set_threads(config)

@@ -14,8 +14,21 @@ import sys
 RETRAIN_DIVERGED = 3
 
 
+def add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """--engine: overrides the config's ``engine`` (run, compile, submit, schedule, compare)."""
+    parser.add_argument("--engine", choices=("auto", "forward", "reverse"),
+                        help="hypergradient engine; overrides the config's engine (default "
+                             "there: auto, the cheaper that fits)")
+
+
+def with_engine(config, args: argparse.Namespace):
+    """``config`` with ``--engine`` applied (when given)."""
+    engine = getattr(args, "engine", None)
+    return dataclasses.replace(config, engine=engine) if engine else config
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """CONFIG, --store and --pipeline: shared by run, compile, submit and schedule."""
+    """CONFIG, --store, --pipeline and --engine: shared by run, compile, submit and schedule."""
     parser.add_argument("config", metavar="CONFIG", help="experiment YAML (see configs/)")
     parser.add_argument("--store", metavar="URI",
                         help="artifact store (path, file://... or s3://bucket/prefix); "
@@ -23,17 +36,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pipeline", choices=("fds", "retune"), default="fds",
                         help="fds (default) or retune (warm start from the experiment's "
                              "latest schedule, no caching)")
+    add_engine_argument(parser)
 
 
 def load(args: argparse.Namespace):
-    """The validated config with ``--store`` applied."""
+    """The validated config with ``--store`` and ``--engine`` applied."""
     from ..config import check_store_uri, load_config
 
     config = load_config(args.config)
     if getattr(args, "store", None):
         config = dataclasses.replace(config, store=dataclasses.replace(
             config.store, uri=check_store_uri(args.store, "--store")))
-    return config
+    return with_engine(config, args)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"fdshpo run: experiment {config.experiment}, run {run_id}, {args.runner} runner, "
           f"{args.pipeline} pipeline, store {config.store.uri}", flush=True)
     print(f"  {config.network} on {config.data.dataset}, horizon {config.schedule.horizon}, "
-          f"up to {config.outer.max_steps} outer steps x {config.outer.replicas} replica(s)",
-          flush=True)
+          f"up to {config.outer.max_steps} outer steps x {config.outer.replicas} replica(s), "
+          f"engine {config.engine}", flush=True)
     retune = args.pipeline == "retune"
     if args.runner == "inline":
         summary = run_inline(config, run_id, retune=retune,

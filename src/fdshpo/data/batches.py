@@ -6,6 +6,7 @@ already live on the target device.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -39,7 +40,8 @@ class ShuffledBatches:
 
     Epoch e uses the permutation drawn from ``torch.Generator().manual_seed(seed + e)``; the last
     incomplete batch of an epoch is dropped, so every batch has ``batch_size`` examples. Iterating
-    twice gives the same batches. ``start`` skips the first steps (for resuming a run).
+    twice gives the same batches. ``start`` skips the first steps (for resuming a run);
+    :meth:`window` gives the batches of a range of steps (what reverse mode replays).
 
     ``augment(images, generator)`` (e.g. :func:`~fdshpo.data.augment.random_crop_flip`) is
     applied to each batch's inputs with a generator seeded from (seed, step) alone, so augmented
@@ -59,24 +61,44 @@ class ShuffledBatches:
         self.batch_size, self.num_steps, self.seed, self.start = batch_size, num_steps, seed, start
         self.augment = augment
         self.batches_per_epoch = len(inputs) // batch_size
+        self._permutations: dict[int, torch.Tensor] = {}  # shared with windows
 
     def __len__(self) -> int:
         return self.num_steps - self.start
 
+    def window(self, start: int, stop: int) -> ShuffledBatches:
+        """The batches of steps ``start .. stop - 1`` of this stream (counted from its first
+        batch; the same batches, augmentation included)."""
+        if not 0 <= start <= stop <= len(self):
+            raise IndexError(f"window [{start}, {stop}) is outside the stream's {len(self)} "
+                             "batches")
+        window = copy.copy(self)
+        window.start, window.num_steps = self.start + start, self.start + stop
+        return window
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, perm = -1, None
         for step in range(self.start, self.num_steps):
-            e, i = divmod(step, self.batches_per_epoch)
-            if e != epoch:
-                epoch = e
-                gen = torch.Generator().manual_seed(self.seed + e)
-                perm = torch.randperm(len(self.inputs), generator=gen).to(self.inputs.device)
-            index = perm[i * self.batch_size:(i + 1) * self.batch_size]
-            inputs = self.inputs.index_select(0, index)
-            if self.augment is not None:
-                seed = (self.seed * 1_000_003 + step) ^ AUGMENT_SALT
-                inputs = self.augment(inputs, torch.Generator().manual_seed(seed % 2**63))
-            yield inputs, self.targets.index_select(0, index)
+            yield self._batch(step)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        """The permutation of ``epoch``; the two newest are kept (shared with this stream's
+        windows), so reading batches again one by one draws each permutation about once."""
+        if epoch not in self._permutations:
+            gen = torch.Generator().manual_seed(self.seed + epoch)
+            if len(self._permutations) >= 2:
+                del self._permutations[next(iter(self._permutations))]
+            self._permutations[epoch] = torch.randperm(len(self.inputs), generator=gen).to(
+                self.inputs.device)
+        return self._permutations[epoch]
+
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.batches_per_epoch)
+        index = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        inputs = self.inputs.index_select(0, index)
+        if self.augment is not None:
+            seed = (self.seed * 1_000_003 + step) ^ AUGMENT_SALT
+            inputs = self.augment(inputs, torch.Generator().manual_seed(seed % 2**63))
+        return inputs, self.targets.index_select(0, index)
 
 
 def eval_batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
