@@ -250,16 +250,24 @@ class OuterStep:
 SELECTION_RULES = ("best", "last")
 
 
-def select_schedule(state: TuneState, rule: str = "best") -> Schedule:
-    """The schedule a finished loop returns.
-
-    ``"last"``: the last iterate, ``state.schedule`` (after the last update; never validated).
-    ``"best"``: the schedule of the outer step with the lowest validation loss (each outer step
-    measures its schedule's loss anyway, so this costs nothing); the last iterate when no step
-    finished an inner run.
-    """
+def check_selection_rule(rule: str) -> None:
+    """ValueError naming the known rules when ``rule`` is not one of SELECTION_RULES."""
     if rule not in SELECTION_RULES:
         raise ValueError(f"the selection rule must be one of {list(SELECTION_RULES)}, got "
                          f"{rule!r}")
-    best = state.best_record() if rule == "best" else None
-    return state.schedule if best is None else Schedule.from_dict(best.schedule)
+
+
+def selected_record(state: TuneState, rule: str = "best") -> OuterStepRecord | None:
+    """The outer step whose schedule ``rule`` picks: for ``"best"`` the one with the lowest
+    validation loss (each outer step measures its schedule's loss anyway, so this costs
+    nothing); None for ``"last"`` (the last iterate is never validated) and when no step
+    finished an inner run."""
+    check_selection_rule(rule)
+    return state.best_record() if rule == "best" else None
+
+
+def select_schedule(state: TuneState, rule: str = "best") -> Schedule:
+    """The schedule a finished loop returns: that of :func:`selected_record`, else the last
+    iterate ``state.schedule`` (after the last update)."""
+    record = selected_record(state, rule)
+    return state.schedule if record is None else Schedule.from_dict(record.schedule)

@@ -25,7 +25,13 @@ from torch import nn
 from .forward import ForwardState
 from .inner import LossFn
 from .outer import SignOptimizer
-from .outer_step import InnerCheckpointer, OuterStep, ReplicaResult, select_schedule
+from .outer_step import (
+    InnerCheckpointer,
+    OuterStep,
+    ReplicaResult,
+    check_selection_rule,
+    select_schedule,
+)
 from .reverse import ReverseState
 from .schedule import Schedule
 from .tune_state import InnerTask, OuterStepRecord, TaskFactory, TuneState
@@ -110,7 +116,7 @@ def tune(
     """
     if not isinstance(outer_steps, int) or outer_steps < 1:
         raise ValueError(f"outer_steps must be a positive int, got {outer_steps!r}")
-    select_schedule(TuneState(schedule, None), select)  # a bad rule fails before any work
+    check_selection_rule(select)  # before any work
     outer = OuterStep(optimizer or SignOptimizer(), replicas, on_diverged, loss_fn,
                       engine_options)
     state = resume or outer.init(schedule)

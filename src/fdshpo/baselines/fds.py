@@ -24,10 +24,9 @@ from collections.abc import Mapping, Sequence
 from ..budget import CostModel, Ledger, fds_engine, fds_run_ledger
 from ..engine import EngineChoice
 from ..outer import SignOptimizer
-from ..outer_step import OuterStep, select_schedule
+from ..outer_step import OuterStep, check_selection_rule, select_schedule, selected_record
 from ..problem import ClassificationProblem
 from ..schedule import HYPERPARAMETERS, Schedule
-from ..tune_state import TuneState
 from .space import Incumbent, MethodResult, SearchSpace, affordable, validation_examples
 
 
@@ -62,7 +61,7 @@ def fds_method(problem: ClassificationProblem, space: SearchSpace, budget: float
     del seed
     optimizer = SignOptimizer(step_sizes, decay, tol, multiplicative, backtrack)
     schedule = initial_schedule(space, init)
-    select_schedule(TuneState(schedule, None), select)  # a bad rule fails before any work
+    check_selection_rule(select)  # before any work
     per_outer, choice = fds_outer_work(problem, schedule, optimizer.learn, cost_model, engine,
                                        replicas)
     outer = OuterStep(optimizer, replicas, engine_options={
@@ -74,11 +73,9 @@ def fds_method(problem: ClassificationProblem, space: SearchSpace, budget: float
     while state.next_outer_step < steps and not state.converged:
         state = outer.step(problem, state)
         ledger = ledger + per_outer
-        pick = select_schedule(state, select)
-        best = state.best_record() if select == "best" else state.history[-1]
+        scored = selected_record(state, select) or state.history[-1]
         incumbents.append(Incumbent(ledger.cost(cost_model), time.perf_counter() - started,
-                                    best.val_loss if best else state.history[-1].val_loss,
-                                    pick))
+                                    scored.val_loss, select_schedule(state, select)))
     ledger = ledger.with_seconds(time.perf_counter() - started)
     history = state.history
     return MethodResult(
