@@ -6,6 +6,13 @@ free on 127.0.0.1, so several servers can run at once. Credentials are generated
 written to an identity file inside the data directory (mode 0600). :meth:`SeaweedServer.start`
 returns once a real bucket operation succeeds (about 1.5 s after launch). On Linux the server
 gets SIGTERM when the process that started it dies, so a killed test session leaves no orphan.
+
+Every bucket is a SeaweedFS collection with at least one volume of its own, and ``weed mini``
+left to itself caps the number of volumes at free disk / 128 MB: on a CI machine with little
+free disk the cap was 21, and the 22nd bucket's first write failed with ``InternalError`` (no
+writable volume). The server is therefore started with an explicit ``-volume.max``
+(:attr:`SeaweedServer.max_volumes`, default 1000); volumes are not preallocated, so the cap
+costs no disk until data is written.
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ class SeaweedServer:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     ports: dict[str, int] = field(default_factory=dict)
     startup_timeout: float = 30.0
+    max_volumes: int = 1000
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -112,7 +120,7 @@ class SeaweedServer:
             f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin'] + 10000}",
             f"-metricsPort={p['metrics']}", f"-s3.port.iceberg={p['iceberg']}",
             f"-s3.port.lance={p['lance']}", "-webdav=false", "-admin.ui=false",
-            "-master.telemetry=false",
+            "-master.telemetry=false", f"-volume.max={self.max_volumes}",
         ]
 
     def start(self) -> SeaweedServer:
