@@ -10,13 +10,15 @@ from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
 
 
 def metrics_of(evaluation: dict) -> dict:
-    """The run's metrics: test scores of both schedules, or where the retraining diverged."""
+    """The run's metrics: test scores of both schedules, or where the retraining diverged, and
+    whether the learned schedule's retraining collapsed to about chance accuracy."""
     learned, initial = evaluation["learned"], evaluation["initial"]
     metrics = {"test_accuracy": learned["test_accuracy"], "test_loss": learned["test_loss"],
                "initial_test_accuracy": initial["test_accuracy"],
                "initial_test_loss": initial["test_loss"],
                "retrain_steps": learned["num_steps"],
-               "retrain_diverged": learned["diverged"] is not None}
+               "retrain_diverged": learned["diverged"] is not None,
+               "retrain_collapsed": bool(learned.get("collapsed"))}
     if learned["diverged"] is not None:
         metrics["retrain_divergence"] = learned["diverged"]
     if learned.get("backoff"):
@@ -29,7 +31,8 @@ def _accuracy(evaluation: dict) -> str:
         d = evaluation["diverged"]
         values = ", ".join(f"{k}={v:.4g}" for k, v in (d["hyperparameters"] or {}).items())
         return f"diverged at step {d['step']} ({values})"
-    return f"{evaluation['test_accuracy']:.2%}"
+    collapsed = " (collapsed: about chance)" if evaluation.get("collapsed") else ""
+    return f"{evaluation['test_accuracy']:.2%}{collapsed}"
 
 
 def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:

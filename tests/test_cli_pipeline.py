@@ -168,32 +168,55 @@ def test_run_inline_prints_schedule_accuracy_and_report(tmp_path, capsys):
     assert (store / "experiments/demo/latest.json").is_file()
 
 
-def test_run_exits_3_naming_the_step_and_values_when_the_retraining_diverges(tmp_path,
-                                                                             capsys):
+def _run_constant_schedule(tmp_path, run_id: str, initial: dict, lr_bounds: list,
+                           **outer) -> tuple[int, object]:
+    """``fdshpo run --runner inline`` of the demo config with one segment per value, a 20-step
+    horizon and retraining, and one outer step from ``initial``; (exit status, run record)."""
     from fdshpo.store import open_store
     from fdshpo.tracking import load_run
 
     data = yaml.safe_load(Path(DEMO).read_text())
     data["schedule"].update(horizon=20, segments={"lr": 1, "momentum": 1, "weight_decay": 1},
-                            initial={"lr": 50.0, "momentum": 0.9, "weight_decay": 0.0},
-                            bounds={"lr": [0.0, 100.0]})
-    data["outer"].update(max_steps=1, select="last", step_sizes={"lr": 0.01})
+                            initial=initial, bounds={"lr": lr_bounds})
+    data["outer"].update(max_steps=1, select="last", **outer)
     data["retrain"] = {"horizon": 20}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))
     store = tmp_path / "store"
-    assert main(["run", str(config), "--runner", "inline", "--store", str(store),
-                 "--run-id", "unstable"]) == 3
+    status = main(["run", str(config), "--runner", "inline", "--store", str(store),
+                   "--run-id", run_id])
+    return status, load_run(open_store(store), run_id, "demo")
+
+
+def test_run_exits_3_naming_the_step_and_values_when_the_retraining_diverges(tmp_path,
+                                                                             capsys):
+    status, run = _run_constant_schedule(
+        tmp_path, "unstable", {"lr": 50.0, "momentum": 0.9, "weight_decay": 0.0}, [0.0, 100.0],
+        step_sizes={"lr": 0.01})
+    assert status == 3
     captured = capsys.readouterr()
     # the inner run diverged too: a result (learning rates lowered), not a crash
     assert "outer step 1/1: inner run diverged (replica(s) [0]), learning rates lowered" in \
         captured.out
     assert re.search(r"retraining with the learned schedule diverged at step \d+ of 20 "
                      r"\(lr=49\.99, momentum=0\.9, weight_decay=0\)", captured.err)
-    run = load_run(open_store(store), "unstable", "demo")  # recorded, complete, and says so
+    # recorded, complete, and says so
     assert run.status == "complete" and run.metrics["retrain_diverged"] is True
     assert run.metrics["test_accuracy"] is None
     assert run.metrics["retrain_divergence"]["hyperparameters"]["lr"] == pytest.approx(49.99)
+
+
+def test_run_exits_4_when_the_learned_schedule_trains_nothing(tmp_path, capsys):
+    status, run = _run_constant_schedule(
+        tmp_path, "frozen", {"lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}, [0.0, 1.0e-9])
+    assert status == 4
+    captured = capsys.readouterr()
+    assert re.search(r"test accuracy after retraining: learned \d+\.\d\d% "
+                     r"\(collapsed: about chance\)", captured.out)
+    assert re.search(r"retraining with the learned schedule collapsed: test accuracy \d+\.\d\d%, "
+                     r"about chance, with a finite loss; the run is recorded", captured.err)
+    assert run.status == "complete" and run.metrics["retrain_collapsed"] is True
+    assert run.metrics["retrain_diverged"] is False and run.metrics["test_accuracy"] < 0.19
 
 
 BAD = [

@@ -6,7 +6,7 @@ import pytest
 from nets import sample_subset_problem
 
 from fdshpo import InnerRunDiverged, Schedule
-from fdshpo.evaluate import retrain_and_evaluate, retrain_and_test
+from fdshpo.evaluate import is_collapsed, retrain_and_evaluate, retrain_and_test
 from fdshpo.seeds import PURPOSES, derive_seed
 
 
@@ -75,3 +75,15 @@ def test_without_resampling_every_outer_step_sees_outer_step_0s_split_and_batche
                        for a, b in zip(fresh.train_batches, first.train_batches))
         assert torch.equal(same.val_batches[0][0], first.val_batches[0][0])
     assert fixed.order_seed(1, 0) != fixed.order_seed(1, 1)  # replicas still differ
+
+
+def test_a_retraining_that_learns_nothing_is_flagged_collapsed(problem):
+    frozen = retrain_and_test(problem, Schedule.constant(24, lr=0.0))  # the untrained network
+    assert frozen.diverged is None and frozen.test_accuracy == pytest.approx(0.115)
+    assert frozen.collapsed is True
+    trained = retrain_and_test(problem, Schedule.constant(24, lr=0.05))
+    assert trained.test_accuracy == pytest.approx(0.65) and trained.collapsed is False
+    assert retrain_and_evaluate(problem, Schedule.constant(24, lr=0.0)).collapsed is True
+    # a tenth of the way from chance to 100%: 19% for 10 classes, 55% for 2
+    assert is_collapsed(0.189, 10) and not is_collapsed(0.191, 10)
+    assert is_collapsed(0.549, 2) and not is_collapsed(0.551, 2)

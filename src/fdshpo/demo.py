@@ -23,10 +23,11 @@ def format_schedule(schedule: Schedule) -> str:
 
 
 def format_evaluation(evaluation) -> str:
-    """``"81.20%"``, or where the retraining diverged."""
+    """``"81.20%"``, or where the retraining diverged, or that it collapsed."""
     if evaluation.diverged is not None:
         return f"diverged at step {evaluation.diverged['step']}"
-    return f"{evaluation.test_accuracy:.2%}"
+    collapsed = " (collapsed: about chance)" if evaluation.collapsed else ""
+    return f"{evaluation.test_accuracy:.2%}{collapsed}"
 
 
 def main(argv: list[str] | None = None) -> None:

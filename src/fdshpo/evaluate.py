@@ -26,7 +26,8 @@ class Evaluation:
 
     When the retraining diverged, ``diverged`` says where (``{"step", "hyperparameters",
     "message"}``) and the scores are None. ``backoff`` records a retraining retried with the
-    learning rates scaled by ``lr_scale`` after the first attempt diverged.
+    learning rates scaled by ``lr_scale`` after the first attempt diverged. ``collapsed``: the
+    loss stayed finite but the network scores about chance (:func:`is_collapsed`).
     """
 
     test_accuracy: float | None
@@ -35,9 +36,22 @@ class Evaluation:
     num_steps: int
     diverged: dict | None = None
     backoff: dict | None = None
+    collapsed: bool = False
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+#: The fraction of the way from chance to a perfect score below which a retraining has collapsed.
+COLLAPSE_FRACTION = 0.1
+
+
+def is_collapsed(test_accuracy: float, num_classes: int) -> bool:
+    """Whether a finished retraining learned next to nothing: accuracy a < c + 0.1 (1 - c), with
+    chance c = 1 / num_classes (below 19% for 10 classes, 55% for 2). A schedule at the edge of
+    stability can end there with a finite loss, which no divergence check catches."""
+    chance = 1.0 / num_classes
+    return test_accuracy < chance + COLLAPSE_FRACTION * (1.0 - chance)
 
 
 #: What :func:`retrain_and_evaluate` does when retraining diverges.
@@ -67,6 +81,7 @@ def retrain_and_test(problem: ClassificationProblem, schedule: Schedule,
     The retraining's initialisation and batch order have seeds of their own, derived from
     ``seed`` (default: the problem's): ``derive_seed(seed, "retrain-init")`` and
     ``derive_seed(seed, "retrain-order")``, so it shares no stream with any tuning run.
+    ``Evaluation.collapsed`` flags a network that ends about as good as chance.
 
     Raises InnerRunDiverged (naming the step and the values) when training diverges.
     """
@@ -84,7 +99,8 @@ def retrain_and_test(problem: ClassificationProblem, schedule: Schedule,
     trained = load_state(model, state)
     acc, loss = accuracy_and_loss(trained, ds.test_images.to(problem.device, problem.dtype),
                                   ds.test_labels.to(problem.device))
-    return Evaluation(acc, loss, float(last[-1]), num_steps)
+    return Evaluation(acc, loss, float(last[-1]), num_steps,
+                      collapsed=is_collapsed(acc, ds.num_classes))
 
 
 def retrain_and_evaluate(problem: ClassificationProblem, schedule: Schedule,

@@ -12,6 +12,9 @@ import sys
 
 #: Exit status of ``fdshpo run`` when retraining with the learned schedule diverged.
 RETRAIN_DIVERGED = 3
+#: Exit status of ``fdshpo run`` when the learned schedule's retraining ended about as good as
+#: chance (finite loss; :func:`fdshpo.evaluate.is_collapsed`).
+RETRAIN_COLLAPSED = 4
 
 
 def add_engine_argument(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 after a finished run, 1 when a pipeline task failed (its name, error line and
-    log path are printed; FDSHPO_KFP_VERBOSE=1 raises with the full traceback instead)."""
+    log path are printed; FDSHPO_KFP_VERBOSE=1 raises with the full traceback instead), 3 when
+    the learned schedule's retraining diverged, 4 when it collapsed to about chance."""
     import os
 
     from fdshpo.pipelines.local import TaskFailed, run_inline, run_kfp_local
@@ -103,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
         print("retraining with the learned schedule diverged; retrained with the learning rates "
               f"x{m['retrain_backoff']['lr_scale']} (retrain.on_diverged: halve_lr)")
     if not m.get("retrain_diverged"):
-        print(f"test accuracy after retraining: learned {m['test_accuracy']:.2%}, "
+        collapsed = " (collapsed: about chance)" if m.get("retrain_collapsed") else ""
+        print(f"test accuracy after retraining: learned {m['test_accuracy']:.2%}{collapsed}, "
               f"initial {initial}")
     print(f"run {config.experiment}/{summary.run_id} in {summary.store}")
     print(f"report: {summary.report}")
@@ -117,4 +122,10 @@ def run(args: argparse.Namespace) -> int:
               "unstable at the final horizon: retune with a lower lr upper bound or more "
               "replicas, or set retrain.on_diverged: halve_lr", file=sys.stderr)
         return RETRAIN_DIVERGED
+    if m.get("retrain_collapsed"):
+        print(f"fdshpo run: retraining with the learned schedule collapsed: test accuracy "
+              f"{m['test_accuracy']:.2%}, about chance, with a finite loss; the run is recorded, "
+              "but its schedule does not train at the final horizon: retune with a lower lr "
+              "upper bound, outer.select: best or more replicas", file=sys.stderr)
+        return RETRAIN_COLLAPSED
     return 0
