@@ -4,7 +4,7 @@
     python bench/quality.py CONFIG --predict [compare flags]
 
 Runs ``fdshpo compare CONFIG --out DIR --no-store [flags]`` in this process (flags: --methods,
---seeds, --budget-runs, --device; a rerun resumes from DIR/partial.jsonl), then writes
+--seeds, --budget-runs, --device, --cost-model; a rerun resumes from DIR/partial.jsonl), then writes
 DIR/quality.md: the command, machine, date and wall time, the config verbatim, the table per
 budget and the plots. ``--record bench/results/NAME`` also writes NAME.md, NAME-summary.json,
 NAME-accuracy.png and NAME-schedules.png (the recorded result; the full comparison.json, with
@@ -56,6 +56,8 @@ def compare_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--seeds", *map(str, args.seeds)]
     if args.budget_runs:
         flags += ["--budget-runs", *(f"{n:g}" for n in args.budget_runs)]
+    if args.cost_model:
+        flags += ["--cost-model", args.cost_model]
     return flags + ["--device", args.device]
 
 
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--budget-runs", type=float, nargs="+")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--cost-model", metavar="FILE",
+                        help="charge an earlier comparison's prices (e.g. a recorded "
+                             "bench/results/NAME-summary.json) instead of measuring them")
     args = parser.parse_args(argv)
     if args.predict:
         return predict(args)

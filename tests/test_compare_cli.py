@@ -108,3 +108,67 @@ def test_the_engine_flag_reaches_fds_and_greedy(tmp_path):
     assert options["fds"]["engine"] == options["greedy"]["engine"] == "reverse"
     args = build_parser().parse_args(["compare", str(config)])
     assert build(with_engine(load_config(args.config), args), "cpu")[3]["fds"]["engine"] == "auto"
+
+
+def _picks(out) -> list[tuple]:
+    data = json.loads((out / "comparison.json").read_text())
+    return [(row["method"], row["budget_runs"], row["cost"], row["test_accuracy"],
+             json.dumps(row["schedule"], sort_keys=True))
+            for run in data["runs"] for row in run["rows"]]
+
+
+def test_a_rerun_charged_an_earlier_comparisons_prices_makes_the_same_picks(tmp_path, capsys):
+    torch.set_num_threads(1)
+    config = write_config(tmp_path, compare="{methods: [fds, linear], seeds: [0], "
+                                            "budget_runs: [2, 4]}")
+    first = tmp_path / "first"
+    assert main(["compare", str(config), "--out", str(first), "--no-store"]) == 0
+    measured = json.loads((first / "comparison.json").read_text())["cost_model"]
+    for source in ("comparison.json", "partial.jsonl"):
+        again = tmp_path / f"again-{source}"
+        assert main(["compare", str(config), "--out", str(again), "--no-store",
+                     "--cost-model", str(first / source)]) == 0
+        assert f"(prices from {first / source})" in capsys.readouterr().out
+        assert json.loads((again / "comparison.json").read_text())["cost_model"] == measured
+        assert _picks(again) == _picks(first)
+    # the prices are used, not just copied: FDS's engine costs 1.5x under 1.5x the prices
+    engine_prices = ("fds_base", "per_tangent", "reverse_step", "reverse_recompute")
+    dear = tmp_path / "dear-summary.json"
+    dear.write_text(json.dumps({"cost_model": {
+        **measured, **{k: 1.5 * measured[k] for k in engine_prices}}}))
+    assert main(["compare", str(config), "--out", str(tmp_path / "dear"), "--no-store",
+                 "--budget-runs", "4", "--cost-model", str(dear)]) == 0
+    first_engine, dear_engine = (
+        next(r for r in json.loads((out / "comparison.json").read_text())["runs"]
+             if r["method"] == "fds")["searches"][-1]["details"]["engine"]
+        for out in (first, tmp_path / "dear"))
+    assert dear_engine["engine"] == first_engine["engine"]
+    assert dear_engine["cost"] == pytest.approx({k: 1.5 * v
+                                                 for k, v in first_engine["cost"].items()})
+    # resuming a journal with other prices is refused rather than mixing two cost models
+    assert main(["compare", str(config), "--out", str(first), "--no-store",
+                 "--cost-model", str(dear)]) == 2
+    assert (f"--cost-model: {first / 'partial.jsonl'} was started with other prices; drop "
+            "--cost-model to resume it, or choose another --out") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "is not a file; give the comparison.json, partial.jsonl or "
+           "bench/results/*-summary.json of the comparison whose prices to reuse"),
+    ("not json", "is not JSON; give the comparison.json"),
+    ('{"summary": []}', "has no cost_model object; give the comparison.json"),
+    ('{"cost_model": {"seconds_per_step": 0.001, "fds_base": -1, "per_tangent": 0.3, '
+     '"per_eval_example": 0.001, "per_grad_example": 0.002}}',
+     "its cost_model is not valid: cost model fds_base must be non-negative, got -1.0"),
+])
+def test_a_cost_model_file_that_holds_none_says_what_to_give(tmp_path, capsys, content,
+                                                             message):
+    config = write_config(tmp_path)
+    prices = tmp_path / "prices.json"
+    if content is not None:
+        prices.write_text(content)
+    assert main(["compare", str(config), "--no-store", "--out", str(tmp_path / "o"),
+                 "--cost-model", str(prices)]) == 2
+    err = capsys.readouterr().err
+    assert f"--cost-model: {prices}" in err and message in err, err
+    assert not (tmp_path / "o").exists()

@@ -15,8 +15,9 @@
 :class:`Journal` is ``partial.jsonl``: a header line (settings and cost model) and one line per
 finished (seed, method); a rerun with the same settings reuses the cost model and those runs.
 
-Note for maintainers: the schedule plot here is separate from ``report.py``'s run plots; when
-the shared plotting module exists, switch :func:`plot_schedules` to it.
+:func:`read_cost_model` reads the cost model a comparison was charged with back from its
+``comparison.json``, a recorded ``bench/results/*-summary.json`` or ``partial.jsonl``, so a
+rerun charges every method the same prices (``fdshpo compare --cost-model FILE``).
 """
 
 from __future__ import annotations
@@ -162,6 +163,29 @@ def _comparable(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k not in ("methods", "seeds")}
 
 
+def read_cost_model(path: str | Path) -> CostModel:
+    """The ``cost_model`` of a comparison's ``comparison.json``, a recorded ``*-summary.json``
+    or the header line of ``partial.jsonl``. Raises ValueError saying what the file lacks."""
+    path = Path(path)
+    expected = ("give the comparison.json, partial.jsonl or bench/results/*-summary.json of the "
+                "comparison whose prices to reuse")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file; {expected}")
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        text = text.split("\n", 1)[0]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path} is not JSON; {expected}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cost_model"), dict):
+        raise ValueError(f"{path} has no cost_model object; {expected}")
+    try:
+        return CostModel.from_dict(data["cost_model"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: its cost_model is not valid: {exc}") from None
+
+
 class Journal:
     """``partial.jsonl``: the settings and cost model of a comparison, then one finished
     (seed, method) run per line, flushed as it finishes, so an interrupted run keeps them.
@@ -214,4 +238,4 @@ class Journal:
 
 
 __all__ = ["CSV_FIELDS", "OUTPUT_FILES", "Journal", "plot_accuracy_vs_budget",
-           "plot_schedules", "to_csv", "to_markdown", "write_outputs"]
+           "plot_schedules", "read_cost_model", "to_csv", "to_markdown", "write_outputs"]

@@ -12,6 +12,12 @@ Writes comparison.{csv,md,json} and two plots to ``--out`` (default
 ``./fdshpo-compare/<experiment>``) and, unless ``--no-store``, to the config's store under
 ``experiments/<experiment>/comparisons/<name>/``. ``--out``'s ``partial.jsonl`` records every
 finished (seed, method): rerunning the same command resumes from it.
+
+Every method is charged by one cost model, measured at the start on this machine; FDS's price
+per step varies by about 15% between measurements on a shared machine, which moves the outer
+step FDS can afford at small budgets. ``--cost-model FILE`` charges the prices of an earlier
+comparison instead (its comparison.json, partial.jsonl or recorded *-summary.json), so a rerun
+of a recorded result makes the same choices.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None, help="local output folder")
     parser.add_argument("--name", default=None, help="comparison name (default: a timestamp)")
     parser.add_argument("--no-store", action="store_true", help="write only to --out")
+    parser.add_argument("--cost-model", metavar="FILE", default=None,
+                        help="charge the prices of an earlier comparison (its comparison.json, "
+                             "partial.jsonl or a recorded *-summary.json) instead of measuring "
+                             "them now")
     add_engine_argument(parser)
     parser.set_defaults(func=run)
 
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         predicted_seconds,
         settings,
     )
-    from ..compare_outputs import Journal, to_markdown, write_outputs
+    from ..compare_outputs import Journal, read_cost_model, to_markdown, write_outputs
     from ..config import load_config
     from ..errors import UserError
     from ..runtime import device_for, set_threads
@@ -126,8 +136,17 @@ def run(args: argparse.Namespace) -> int:
                           settings(problem, space, sorted(set(runs)), initial, options))
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    cost_model = journal.cost_model or calibrate_for(replace(problem, seed=seeds[0]), space,
-                                                     initial)
+    given = None
+    if args.cost_model:
+        try:
+            given = read_cost_model(args.cost_model)
+        except ValueError as exc:
+            raise UserError(f"--cost-model: {exc}") from None
+        if journal.cost_model is not None and journal.cost_model != given:
+            raise UserError(f"--cost-model: {out / 'partial.jsonl'} was started with other "
+                            f"prices; drop --cost-model to resume it, or choose another --out")
+    cost_model = journal.cost_model or given or calibrate_for(
+        replace(problem, seed=seeds[0]), space, initial)
     try:
         check_minimums(problem, space, methods, runs, cost_model,
                        method_options(methods, initial, options))
@@ -139,8 +158,9 @@ def run(args: argparse.Namespace) -> int:
     predicted = predicted_seconds(space, cost_model, methods, seeds, runs)
     print(f"{problem.dataset.name}, {problem.network}, search horizon {space.num_steps} steps, "
           f"final job {space.final_steps} steps; plain step "
-          f"{1e3 * cost_model.seconds_per_step:.2f} ms on {device} ({threads} threads); "
-          f"{len(methods)} methods x {len(seeds)} seeds, budgets {runs} runs; modelled time: "
+          f"{1e3 * cost_model.seconds_per_step:.2f} ms on {device} ({threads} threads)"
+          + (f" (prices from {args.cost_model})" if given is not None else "")
+          + f"; {len(methods)} methods x {len(seeds)} seeds, budgets {runs} runs; modelled time: "
           f"searches {predicted['search'] / 60:.1f} min + retraining at most "
           f"{predicted['retrain_at_most'] / 60:.1f} min"
           + (f"; resuming: {len(done)} finished, {left} to run" if done else ""), flush=True)
