@@ -144,6 +144,22 @@ def test_a_diverging_retrain_scores_chance_and_is_counted(problem):
     assert "| constant | **10.00 ± 0.00** | 10.00 | 10.00 | 1/1 (100%) |" in to_markdown(result)
 
 
+def test_a_retrain_that_learns_nothing_is_counted_collapsed(problem):
+    frozen = SearchSpace(12, {"lr": 1}, {"lr": (0.0, 1e-9), "momentum": (0.0, 0.5),
+                                          "weight_decay": (0.0, 0.01)}, final_steps=FINAL)
+    result = compare(problem, frozen, ("constant",), budget_runs=(1,), cost_model=COSTS)
+    (row_,) = result.rows
+    assert row_.retrain_collapsed and not row_.retrain_diverged
+    assert row_.test_accuracy < 0.19 and math.isfinite(row_.test_loss)
+    (summary,) = result.summary()
+    assert (summary["retrain_collapsed"], summary["retrain_collapse_rate"]) == (1, 1.0)
+    assert summary["retrain_divergence_rate"] == 0
+    assert " | 0/1 (0%) | 1/1 | " in to_markdown(result)
+    # a journal written before the flag existed still loads, as not collapsed
+    old = {k: v for k, v in row_.to_dict().items() if k != "retrain_collapsed"}
+    assert Row.from_dict(old).retrain_collapsed is False
+
+
 def test_outputs_locally_and_in_the_store(comparison, tmp_path):
     from fdshpo.store import open_store
 

@@ -15,7 +15,8 @@ and the samplers' seed) and method m:
     score     the pick (found on the search horizon) stretched to the final horizon, retrained
               from scratch on the full training set and tested
               (:func:`fdshpo.evaluate.retrain_and_test`); identical picks are retrained once
-              per seed. A retrain that diverges scores chance accuracy and is flagged.
+              per seed. A retrain that diverges scores chance accuracy and is flagged; one
+              that ends about as good as chance with a finite loss is flagged as collapsed.
 
 Every method starts from the same initial schedule (``initial``) and searches the same space
 (horizon, segments, bounds). Retraining is evaluation and is charged to no method.
@@ -63,6 +64,7 @@ class Row:
     test_loss: float
     retrain_diverged: bool
     schedule: Schedule
+    retrain_collapsed: bool = False
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -71,7 +73,8 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Row:
-        values = {k: data[k] for k in cls.__dataclass_fields__}
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}  # older journals
+        # have no retrain_collapsed: it defaults to False
         values["schedule"] = Schedule.from_dict(data["schedule"])
         return cls(**values)
 
@@ -115,7 +118,8 @@ class Comparison:
 
     def summary(self) -> list[dict]:
         """Per budget N and method, over seeds: test accuracy mean, standard deviation, min and
-        max; the retrain divergence rate; mean validation loss, spend and wall seconds."""
+        max; the retrain divergence and collapse rates; mean validation loss, spend and wall
+        seconds."""
         out = []
         for n in self.budget_runs:
             for m in self.methods():
@@ -124,12 +128,14 @@ class Comparison:
                     continue
                 acc = [r.test_accuracy for r in rows]
                 diverged = sum(r.retrain_diverged for r in rows)
+                collapsed = sum(r.retrain_collapsed for r in rows)
                 out.append({
                     "method": m, "budget_runs": n, "budget": rows[0].budget, "seeds": len(rows),
                     "test_accuracy_mean": statistics.fmean(acc),
                     "test_accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
                     "test_accuracy_min": min(acc), "test_accuracy_max": max(acc),
                     "retrain_diverged": diverged, "retrain_divergence_rate": diverged / len(rows),
+                    "retrain_collapsed": collapsed, "retrain_collapse_rate": collapsed / len(rows),
                     "val_loss_mean": statistics.fmean(r.val_loss for r in rows),
                     "cost_mean": statistics.fmean(r.cost for r in rows),
                     "seconds_mean": statistics.fmean(r.seconds for r in rows)})
@@ -206,14 +212,17 @@ def calibrate_for(problem: ClassificationProblem, space: SearchSpace,
 
 
 def _score(problem: ClassificationProblem, schedule: Schedule, final_steps: int,
-           cache: dict) -> tuple[float, float, bool]:
+           cache: dict) -> tuple[float, float, bool, bool]:
+    """(test accuracy, test loss, diverged, collapsed) of ``schedule`` retrained over the final
+    horizon, once per schedule: a diverged retraining scores chance and an infinite loss; a
+    collapsed one (finite loss, about chance: :func:`fdshpo.evaluate.is_collapsed`) its scores."""
     key = schedule.to_json()
     if key not in cache:
         try:
             ev = retrain_and_test(problem, schedule, final_steps)
-            cache[key] = (ev.test_accuracy, ev.test_loss, False)
+            cache[key] = (ev.test_accuracy, ev.test_loss, False, ev.collapsed)
         except FloatingPointError:
-            cache[key] = (1.0 / problem.dataset.num_classes, math.inf, True)
+            cache[key] = (1.0 / problem.dataset.num_classes, math.inf, True, False)
     return cache[key]
 
 
@@ -267,7 +276,8 @@ def compare(
     runs = []
     for seed in seeds:
         seeded = replace(problem, seed=seed)
-        cache = {r.schedule.to_json(): (r.test_accuracy, r.test_loss, r.retrain_diverged)
+        cache = {r.schedule.to_json(): (r.test_accuracy, r.test_loss, r.retrain_diverged,
+                                        r.retrain_collapsed)
                  for run in done if run.seed == seed for r in run.rows}
         for m in methods:
             if (seed, m) in finished:
@@ -287,9 +297,9 @@ def compare(
                 pick = pick_at(result, n * unit)
                 if pick is None:
                     raise RuntimeError(f"{m} found nothing within {n:g} runs, above its minimum")
-                acc, loss, diverged = _score(seeded, pick.schedule, unit, cache)
+                acc, loss, diverged, collapsed = _score(seeded, pick.schedule, unit, cache)
                 rows.append(Row(m, seed, n, n * unit, pick.cost, pick.seconds, pick.val_loss,
-                                acc, loss, diverged, pick.schedule))
+                                acc, loss, diverged, pick.schedule, collapsed))
             run = MethodRun(m, seed, tuple(rows),
                             tuple(search_record(r, b, cost_model) for b, r in results))
             runs.append(run)

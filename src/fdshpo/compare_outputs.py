@@ -3,9 +3,10 @@
 :func:`write_outputs` writes into a folder (and copies to an artifact store when given):
 
     comparison.csv          one line per (method, seed, budget)
-    comparison.md           a table per budget N (mean ± std over seeds, min, max, retrain
-                            divergence rate, validation loss, spend, wall time), the per-seed
-                            accuracies, the search space, cost model and settings
+    comparison.md           a table per budget N (mean ± std over seeds, min, max, retrained
+                            picks that diverged or collapsed to about chance, validation loss,
+                            spend, wall time), the per-seed accuracies, the search space,
+                            cost model and settings
     comparison.json         everything (``summary``: one entry per (budget_runs, method) with
                             ``method`` and ``test_accuracy_mean``; ``runs``: every pick)
     accuracy_vs_budget.png  mean test accuracy ± std against N, one line per method
@@ -34,7 +35,7 @@ from .plots import schedules_png
 OUTPUT_FILES = ("comparison.csv", "comparison.md", "comparison.json", "accuracy_vs_budget.png",
                 "schedules.png")
 CSV_FIELDS = ("method", "seed", "budget_runs", "budget", "cost", "seconds", "val_loss",
-              "test_accuracy", "test_loss", "retrain_diverged")
+              "test_accuracy", "test_loss", "retrain_diverged", "retrain_collapsed")
 
 
 def to_csv(comparison: Comparison) -> str:
@@ -65,8 +66,8 @@ def to_markdown(comparison: Comparison) -> str:
         lines += [f"Budget: {n:g} final-job runs ({entries[0]['budget']:.0f} plain-step "
                   f"equivalents)", "",
                   "| method | test accuracy (mean ± std) | min | max | retrain diverged | "
-                  "val loss | spent (plain steps) | wall s | wall/modelled |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "retrain collapsed | val loss | spent (plain steps) | wall s | wall/modelled |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for s in entries:
             mark = "**" if s["test_accuracy_mean"] == best else ""
             ratio = s["seconds_mean"] / (s["cost_mean"] * sps) if s["cost_mean"] else float("nan")
@@ -74,7 +75,8 @@ def to_markdown(comparison: Comparison) -> str:
                 f"| {s['method']} | {mark}{_pct(s['test_accuracy_mean'])} ± "
                 f"{_pct(s['test_accuracy_std'])}{mark} | {_pct(s['test_accuracy_min'])} | "
                 f"{_pct(s['test_accuracy_max'])} | {s['retrain_diverged']}/{s['seeds']} "
-                f"({100 * s['retrain_divergence_rate']:.0f}%) | {s['val_loss_mean']:.4f} | "
+                f"({100 * s['retrain_divergence_rate']:.0f}%) | {s['retrain_collapsed']}/"
+                f"{s['seeds']} | {s['val_loss_mean']:.4f} | "
                 f"{s['cost_mean']:.0f} | {s['seconds_mean']:.1f} | {ratio:.2f} |")
         lines.append("")
     lines += ["Test accuracy (%) per seed:", "",

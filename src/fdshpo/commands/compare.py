@@ -167,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
 
     def progress(run):
         accs = ", ".join(f"N={r.budget_runs:g}: {100 * r.test_accuracy:.2f}%"
-                         + (" (retrain diverged)" if r.retrain_diverged else "") for r in run.rows)
+                         + (" (retrain diverged)" if r.retrain_diverged else "")
+                         + (" (retrain collapsed)" if r.retrain_collapsed else "")
+                         for r in run.rows)
         seconds = sum(s["seconds"] for s in run.searches)
         print(f"seed {run.seed} {run.method:>9}: {accs}; search {seconds:.1f}s", flush=True)
         journal.append(run)
