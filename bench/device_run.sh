@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU session (~10 minutes of an H200): a slice of the GPU quality benchmark,
+# One prepared GPU session (~10 minutes of an H200): both engines' costs on WRN-16-1
+# (bench/gpu.py: plain, forward-engine and reverse-engine steps, tangent cost, peak memory; ~2
+# minutes, ENGINE_LIMIT_S; ENGINE=0 skips it), then a slice of the GPU quality benchmark,
 # configs/bench-gpu-fmnist-wrn.yaml (the paper's figure-4 protocol on full Fashion-MNIST).
 #
 # The whole protocol is ~10 GPU-hours (a final job is 11,700 WRN-16-1 steps, ~94 s; 8 methods x
@@ -26,6 +28,7 @@ OUT=${OUT:-device-out}
 PYTHON=${PYTHON:-python3}
 CONFIG=${QUALITY_CONFIG:-configs/bench-gpu-fmnist-wrn.yaml}
 QUALITY_ARGS=${QUALITY_ARGS:---device cuda --seeds 0 --budget-runs 2 --methods fds,linear,hyperband}
+ENGINE_ARGS=${ENGINE_ARGS:---device cuda}
 PREDICT_ARGS=${PREDICT_ARGS:---device cuda --seeds 0 1 2}
 mkdir -p "$OUT/quality-gpu"
 if [ -z "${DRY_RUN:-}" ]; then
@@ -47,8 +50,15 @@ if [ -n "${PREDICT:-}" ]; then
         $PREDICT_ARGS 2>&1 | tee "$OUT/predict.txt"
 fi
 
+if [ "${ENGINE:-1}" != 0 ]; then
+    echo "== engine costs: bench/gpu.py $ENGINE_ARGS"
+    # shellcheck disable=SC2086
+    timeout "${ENGINE_LIMIT_S:-180}" "$PYTHON" bench/gpu.py $ENGINE_ARGS \
+        --out "$OUT/gpu-engine.json" 2>&1 | tail -30 | tee "$OUT/gpu-engine.txt"
+fi
+
 echo "== quality: a slice of the GPU benchmark ($QUALITY_ARGS)"
 # shellcheck disable=SC2086
-timeout "${QUALITY_LIMIT_S:-540}" "$PYTHON" bench/quality.py "$CONFIG" \
+timeout "${QUALITY_LIMIT_S:-480}" "$PYTHON" bench/quality.py "$CONFIG" \
     --out "$OUT/quality-gpu" $QUALITY_ARGS 2>&1 | tail -60 | tee "$OUT/quality-gpu.txt"
 echo "== done"

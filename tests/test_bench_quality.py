@@ -1,5 +1,6 @@
 """bench/device_run.sh and bench/quality.py, dry-run on this CPU with a tiny config: the same
-stages the GPU session runs (prediction, a slice of the comparison, the recorded results file)."""
+stages the GPU session runs (engine costs, prediction, a slice of the comparison, the recorded
+results file)."""
 
 import json
 import os
@@ -27,10 +28,14 @@ def test_device_run_dry_run_predicts_compares_and_records(tmp_path):
     out, record = tmp_path / "device-out", tmp_path / "results" / "tiny"
     env = {**os.environ, "DRY_RUN": "1", "PREDICT": "1", "PYTHON": sys.executable,
            "OUT": str(out), "QUALITY_CONFIG": str(config), "PREDICT_ARGS": "--device cpu",
-           "QUALITY_ARGS": f"--device cpu --record {record}", "FDSHPO_TORCH_THREADS": "1"}
+           "QUALITY_ARGS": f"--device cpu --record {record}", "FDSHPO_TORCH_THREADS": "1",
+           "ENGINE_ARGS": "--device cpu --network lenet --batch-size 4 --horizon 7 --repeats 1"}
     proc = subprocess.run(["bash", str(ROOT / "bench" / "device_run.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    engines = json.loads((out / "gpu-engine.json").read_text())  # both engines, priced
+    assert engines["fds_step_ms"] > 0 and engines["reverse_step_ms"] > 0
+    assert engines["auto_engine"] in ("forward", "reverse") and engines["model"].startswith("lenet")
     predicted = (out / "predict.txt").read_text()
     assert "    linear: wall/modelled" in predicted and "       fds: wall/modelled" in predicted
     assert "predicted: searches" in predicted
