@@ -73,8 +73,8 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Row:
-        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}  # older journals
-        # have no retrain_collapsed: it defaults to False
+        # a journal written before retrain_collapsed existed lacks it: the default (False)
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         values["schedule"] = Schedule.from_dict(data["schedule"])
         return cls(**values)
 
