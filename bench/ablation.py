@@ -24,11 +24,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fdshpo.budget import CostModel
 from fdshpo.commands.compare import build
 from fdshpo.compare import calibrate_for, compare
 from fdshpo.compare import settings as comparison_settings
-from fdshpo.compare_outputs import Journal
+from fdshpo.compare_outputs import Journal, read_cost_model
 from fdshpo.config import load_config
 from fdshpo.data.batches import split_validation
 from fdshpo.runtime import set_threads
@@ -58,6 +57,8 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "resample": ("a fresh validation split and batch order each outer step (the paper's) "
                  "instead of outer step 0's every time (common random numbers)", {}, {},
                  {"resample": True}),
+    "crn": ("common random numbers: outer step 0's validation split and batch order every "
+            "outer step (data.resample: false)", {}, {}, {"resample": False}),
     "fixed-split": ("one fixed validation split but a fresh batch order each outer step", {}, {},
                     {"resample": True, "fixed_split": True}),
     "steps-0.15": ("multiplicative step sizes 0.15", {"step_sizes": dict.fromkeys(ALL, 0.15)},
@@ -144,21 +145,25 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows, cost_model = [], None
     if args.baseline:
+        cost_model = read_cost_model(args.baseline)
         text = Path(args.baseline).read_text()
-        data = json.loads(text.splitlines()[0] if args.baseline.endswith(".jsonl") else text)
-        cost_model = CostModel.from_dict(data["cost_model"])
+        data = {} if args.baseline.endswith(".jsonl") else json.loads(text)
         rows += [{"variant": "fds: base (the comparison's own run)" if s["method"] == "fds"
                   else s["method"], **s} for s in data.get("summary", ())
                  if s["budget_runs"] in budgets]
     for name in args.variants:
         problem, space, initial, fds = variant_setup(config, args.device, name)
-        if cost_model is None:
-            cost_model = calibrate_for(dataclasses.replace(problem, seed=seeds[0]), space,
-                                       initial)
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
         journal = Journal(folder / "partial.jsonl", comparison_settings(
             problem, space, budgets, initial, {"fds": fds}))
+        # one cost model for every variant: the baseline's, else a resumed journal's, else
+        # measured once; a journal started with other prices is not mixed into this run
+        cost_model = cost_model or journal.cost_model or calibrate_for(
+            dataclasses.replace(problem, seed=seeds[0]), space, initial)
+        if journal.cost_model is not None and journal.cost_model != cost_model:
+            sys.exit(f"{folder / 'partial.jsonl'} was started with other prices than the other "
+                     "variants of this run; delete it or use another --out")
         journal.start(cost_model)
         print(f"variant {name}: {VARIANTS[name][0]}", flush=True)
         comparison = compare(problem, space, ["fds"], seeds=seeds, budget_runs=budgets,

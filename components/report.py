@@ -27,12 +27,13 @@ def metrics_of(evaluation: dict) -> dict:
 
 
 def _accuracy(evaluation: dict) -> str:
+    from fdshpo.formatting import accuracy_text
+
     if evaluation["diverged"] is not None:
         d = evaluation["diverged"]
         values = ", ".join(f"{k}={v:.4g}" for k, v in (d["hyperparameters"] or {}).items())
         return f"diverged at step {d['step']} ({values})"
-    collapsed = " (collapsed: about chance)" if evaluation.get("collapsed") else ""
-    return f"{evaluation['test_accuracy']:.2%}{collapsed}"
+    return accuracy_text(evaluation["test_accuracy"], evaluation.get("collapsed", False))
 
 
 def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:

@@ -172,3 +172,16 @@ def test_a_cost_model_file_that_holds_none_says_what_to_give(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert f"--cost-model: {prices}" in err and message in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_engine_flag_reaches_the_runs_of_a_comparison(tmp_path):
+    torch.set_num_threads(1)
+    config = write_config(tmp_path, compare="{methods: [fds, greedy], seeds: [0], "
+                                            "budget_runs: [8]}")
+    out = tmp_path / "out"
+    assert main(["compare", str(config), "--out", str(out), "--no-store",
+                 "--engine", "reverse"]) == 0
+    runs = {r["method"]: r for r in json.loads((out / "comparison.json").read_text())["runs"]}
+    fds = runs["fds"]["searches"][-1]["details"]["engine"]
+    assert (fds["requested"], fds["engine"]) == ("reverse", "reverse")
+    assert set(runs["greedy"]["searches"][-1]["details"]["engines"]) == {"reverse"}

@@ -81,10 +81,17 @@ def test_inner_run_resumed_after_a_crash_equals_an_uninterrupted_run(
     store = LocalStore(tmp_path)
     ckpt = InnerCheckpointer(store, RunLayout("e", "r"), every=4)
 
+    class Reiterable:  # neither a Sequence nor ShuffledBatches: read again by iterating anew
+        def __init__(self, batches):
+            self.batches = list(batches)
+
+        def __iter__(self):
+            return iter(self.batches)
+
     def task():
         t = problem(0, 0, HORIZON)
-        if generic_iterable:  # any iterable resumes too (its first steps are skipped)
-            t = InnerTask(t.model, list(t.train_batches), t.val_batches)
+        if generic_iterable:  # any re-iterable resumes too (its first steps are skipped)
+            t = InnerTask(t.model, Reiterable(t.train_batches), t.val_batches)
         return t
 
     loss = torch.nn.functional.cross_entropy

@@ -30,7 +30,7 @@ the only timed part.
 
 from __future__ import annotations
 
-import time
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -40,7 +40,7 @@ from torch import nn
 from .engine import EngineChoice, choose_engine
 from .forward import ForwardEngine
 from .inner import train
-from .prices import EnginePrices, default_memory_limit
+from .prices import EnginePrices, default_memory_limit, timed_seconds
 from .problem import ClassificationProblem
 from .replay import BatchReplay
 from .result import TangentColumns
@@ -174,22 +174,9 @@ def trial_ledger(num_steps: int, val_examples: int) -> Ledger:
     return Ledger(plain_steps=num_steps, eval_examples=val_examples)
 
 
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _timed(fn: Callable[[], object], device: str, repeats: int) -> float:
     """Median wall seconds of ``fn`` over ``repeats`` runs, after one warm-up run."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+    return timed_seconds(fn, device, repeats, statistics.median_high)
 
 
 def calibrate(problem: ClassificationProblem, schedule: Schedule, learn=("lr", "momentum",

@@ -183,11 +183,10 @@ class InnerCheckpointer:
         started = time.perf_counter()
         device = next(p for p in task.model.parameters() if p.requires_grad).device
         resumed = self.load(outer_step, replica, fp, device) if self.every else None
-        options = {k: v for k, v in engine_options.items() if k not in CHOICE_OPTIONS}
-        options.pop("engine", None)
         if resumed is not None:
             state, choice = resumed
-            engine = make_engine(state.engine, task.model, loss_fn, schedule, learn, **options)
+            engine = make_engine(state.engine, task.model, loss_fn, schedule, learn,
+                                 **engine_options)
         else:
             engine, choice = prepare_engine(task.model, loss_fn, task.train_batches, schedule,
                                             learn, **engine_options)

@@ -73,8 +73,9 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> Row:
-        # a journal written before retrain_collapsed existed lacks it: the default (False)
-        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k != "retrain_collapsed"}
+        # a journal written before retrain_collapsed existed lacks it: not collapsed
+        values["retrain_collapsed"] = data.get("retrain_collapsed", False)
         values["schedule"] = Schedule.from_dict(data["schedule"])
         return cls(**values)
 

@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from .formatting import accuracy_text
 from .schedule import Schedule
 
 #: The demo config in a source checkout (``make demo`` runs the same file).
@@ -26,8 +27,7 @@ def format_evaluation(evaluation) -> str:
     """``"81.20%"``, or where the retraining diverged, or that it collapsed."""
     if evaluation.diverged is not None:
         return f"diverged at step {evaluation.diverged['step']}"
-    collapsed = " (collapsed: about chance)" if evaluation.collapsed else ""
-    return f"{evaluation.test_accuracy:.2%}{collapsed}"
+    return accuracy_text(evaluation.test_accuracy, evaluation.collapsed)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,3 +17,9 @@ def engine_summary(choice: Mapping) -> str:
     """``"engine reverse (auto: 1.6x cheaper than forward by ...)"``: which hypergradient engine
     ran and why, from :meth:`fdshpo.engine.EngineChoice.to_dict`."""
     return f"engine {choice['engine']} ({choice['requested']}: {choice['reason']})"
+
+
+def accuracy_text(accuracy: float, collapsed: bool = False) -> str:
+    """``"81.20%"``, or ``"11.50% (collapsed: about chance)"`` for a retraining that learned
+    next to nothing (:func:`fdshpo.evaluate.is_collapsed`)."""
+    return f"{accuracy:.2%}" + (" (collapsed: about chance)" if collapsed else "")

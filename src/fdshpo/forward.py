@@ -151,8 +151,6 @@ class ForwardEngine:
             CUDA; the default). The results agree to rounding.
     """
 
-    name = "forward"
-
     def __init__(
         self,
         model: nn.Module,

@@ -37,7 +37,6 @@ from .flat import ParamLayout
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
-HVP_FORMS = ("reverse", "forward")
 
 
 @functools.cache

@@ -177,7 +177,8 @@ class OuterStep:
 
     def run_replica(self, make_task: TaskFactory, state: TuneState, replica: int,
                     checkpointer: InnerCheckpointer | None = None,
-                    on_step: Callable[[ForwardState], None] | None = None) -> ReplicaResult:
+                    on_step: Callable[[ForwardState | ReverseState], None] | None = None
+                    ) -> ReplicaResult:
         """Replica ``replica``'s inner run on ``state.schedule`` (resumable with a
         ``checkpointer``, which resumes from its newest valid checkpoint and saves new ones)."""
         s, schedule = state.next_outer_step, state.schedule
@@ -236,7 +237,8 @@ class OuterStep:
 
     def step(self, make_task: TaskFactory, state: TuneState,
              checkpointer: InnerCheckpointer | None = None,
-             on_step: Callable[[int, ForwardState], None] | None = None) -> TuneState:
+             on_step: Callable[[int, ForwardState | ReverseState], None] | None = None
+             ) -> TuneState:
         """Every replica in turn, then ``apply``. ``on_step(replica, inner state)`` after every
         inner step."""
         results = []

@@ -74,22 +74,25 @@ CALIBRATED_PRICES = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def timed_seconds(fn: Callable[[], object], device: torch.device | str, repeats: int,
+                  reduce: Callable[[list[float]], float] = min) -> float:
+    """``reduce`` (default: the fastest) of ``repeats`` wall times of ``fn`` after one warm-up
+    call, the device synchronised around each call (CUDA runs asynchronously)."""
+    device = torch.device(device)
 
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-def _seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn`` after one warm-up call."""
     fn()
-    best = float("inf")
+    times = []
     for _ in range(repeats):
-        _sync(device)
+        sync()
         started = time.perf_counter()
         fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - started)
-    return best
+        sync()
+        times.append(time.perf_counter() - started)
+    return reduce(times)
 
 
 def measure_prices(model: nn.Module, loss_fn: LossFn, batch: Batch, num_tangents: int,
@@ -112,7 +115,7 @@ def measure_prices(model: nn.Module, loss_fn: LossFn, batch: Batch, num_tangents
     device = objective.device
 
     def time_of(fn):
-        return _seconds(fn, device, repeats)
+        return timed_seconds(fn, device, repeats)
 
     grad_s = time_of(lambda: objective.grad_and_loss(theta, inputs, targets))
     backward_s = time_of(lambda: objective.grad_and_hvps(theta, vectors[0], inputs, targets,

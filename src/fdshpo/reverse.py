@@ -31,7 +31,8 @@ stretch's states from the stored one at its start (the same operations on the sa
 the same values bit for bit on the CPU), then step backwards through it. Work per inner step:
 one gradient forward, one gradient + HVP backward, and one recomputed gradient for the steps
 outside the last stretch that were not stored (none with ``recompute_every=1``). Memory:
-ceil(T/k) + k states of 2P numbers, whatever K is; forward mode needs 2KP instead.
+at most ceil(T/k) + k states of 2P numbers (:func:`peak_states`), whatever K is; forward mode
+needs 2KP instead.
 
 The training batches are read again, backwards (:class:`fdshpo.replay.BatchReplay`): pass a
 list, a :class:`~fdshpo.data.ShuffledBatches` or another iterable that repeats itself; batches
@@ -90,8 +91,10 @@ def recomputed_steps(num_steps: int, interval: int) -> int:
 
 
 def peak_states(num_steps: int, interval: int) -> int:
-    """Most (theta, v) pairs held at once: the stored ones plus one recomputed stretch."""
-    return len(stored_steps(num_steps, interval)) + interval - 1
+    """Most (theta, v) pairs held at once: the ones the forward sweep stores. The backward sweep
+    frees each state after its step, so a recomputed stretch (at most k - 1 states, plus the
+    stored state at its end) never holds more than the last stretch it freed before."""
+    return len(stored_steps(num_steps, interval))
 
 
 class ReverseState(NamedTuple):
@@ -162,8 +165,6 @@ class ReverseEngine:
         recompute_every: the interval k between stored states (default ceil(sqrt(T)));
             1 stores every state and recomputes nothing (memory O(T P)).
     """
-
-    name = "reverse"
 
     def __init__(
         self,

@@ -1,8 +1,9 @@
 """FDS itself as a budgeted method, so the comparison runs it through the same contract.
 
-One outer step costs ``replicas`` FDS inner runs over the horizon,
+One outer step costs ``replicas`` inner runs of the hypergradient engine over the horizon,
 
-    outer = replicas * (sum_t fds_step(live columns at t) + validation gradient)
+    outer = replicas * (one engine run + validation gradient)   (fdshpo.budget.fds_run_ledger:
+            forward mode sum_t fds_step(live columns at t); reverse mode both sweeps)
 
 charged for the engine that runs it (``engine="auto"``: the cheaper by the cost model's own
 prices, :func:`fdshpo.budget.fds_engine`; the run then uses that engine), and with a budget B

@@ -4,9 +4,10 @@ The horizon is cut into windows at every segment boundary of every hyperparamete
 window each name has one active segment value. Walking the windows in order, from the inner
 state (theta, v) reached at the window's start:
 
-    repeat m times:   run the window with tangents for its active values (FDS over the window
-                      only, tangents starting at zero), hypergradient of the validation loss at
-                      the window's end, one sign step (a fresh SignOptimizer state per window)
+    repeat m times:   an exact hypergradient run over the window only, for its active values
+                      (the engine :func:`window_engines` picks: forward mode with tangents
+                      starting at zero, or reverse mode), of the validation loss at the
+                      window's end, then one sign step (a fresh SignOptimizer state per window)
     then              train through the window with the values found, and move on
 
 A value shared by several windows (e.g. the single momentum segment of a (7, 1, 1) space) keeps
@@ -14,8 +15,10 @@ being updated in every window it spans; the returned schedule holds each value a
 This is the short-horizon greedy approach the paper compares FDS against: each window's values
 are chosen for the loss at that window's end, not at the end of training.
 
-Cost: every pass over the windows costs sum_w (FDS over the window with its K_w live columns +
-a validation gradient), and the final walk T plain steps; m = floor((B - T) / pass).
+Cost: every pass over the windows costs sum_w (one run of the window's engine,
+:func:`fdshpo.budget.fds_run_ledger`: forward mode with its K_w live columns, or reverse mode's
+two sweeps, + a validation gradient), and the final walk T plain steps; m = floor((B - T) /
+pass).
 A diverged window run lowers its learning rate (:func:`fdshpo.outer_step.diverged_hypergradient`,
 the outer step's ``lower_lr`` policy).
 """
@@ -61,12 +64,12 @@ def _window_batches(batches, start: int, end: int):
     raise TypeError("greedy FDS needs the problem's ShuffledBatches to replay a window")
 
 
-def window_engines(problem: ClassificationProblem, space: SearchSpace, learn,
+def window_engines(model: nn.Module, problem: ClassificationProblem, space: SearchSpace, learn,
                    cost_model: CostModel, engine: str = "auto"
                    ) -> tuple[list[EngineChoice], list[Ledger]]:
-    """Per window: the engine its runs use (:func:`fdshpo.budget.fds_engine`) and the work of
-    one run of it."""
-    model, n_val = problem.model(0), validation_examples(problem)
+    """Per window: the engine its runs use on ``model`` (:func:`fdshpo.budget.fds_engine`) and
+    the work of one run of it."""
+    n_val = validation_examples(problem)
     choices, work = [], []
     for a, b in windows(space):
         window = Schedule.constant(b - a, 0.0)
@@ -91,7 +94,7 @@ def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float
     spans = windows(space)
     task = problem(0, 0, T)
     model, loss_fn = task.model, nn.functional.cross_entropy
-    choices, window_work = window_engines(problem, space, learn, cost_model, engine)
+    choices, window_work = window_engines(model, problem, space, learn, cost_model, engine)
     per_pass = sum(window_work, Ledger())
     walk = Ledger(plain_steps=T)
     passes = affordable(budget - walk.cost(cost_model), per_pass.cost(cost_model),

@@ -46,7 +46,7 @@ def minimum_budget(name: str, problem: ClassificationProblem, space: SearchSpace
             work, _ = fds_outer_work(problem, initial_schedule(space, options.get("init")),
                                      learn, cost_model, engine, int(options.get("replicas", 1)))
             return work.cost(cost_model), "FDS outer step"
-        _, runs = window_engines(problem, space, learn, cost_model, engine)
+        _, runs = window_engines(problem.model(0), problem, space, learn, cost_model, engine)
         work = sum(runs, Ledger(plain_steps=space.num_steps))
         return work.cost(cost_model), "greedy pass over the windows (plus the final walk)"
     if name == "hyperband":

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from fdshpo.tracking import new_run_id
 
     from ..demo import format_schedule
+    from ..formatting import accuracy_text
 
     config = load(args)
     run_id = args.run_id or new_run_id()
@@ -107,9 +108,8 @@ def run(args: argparse.Namespace) -> int:
         print("retraining with the learned schedule diverged; retrained with the learning rates "
               f"x{m['retrain_backoff']['lr_scale']} (retrain.on_diverged: halve_lr)")
     if not m.get("retrain_diverged"):
-        collapsed = " (collapsed: about chance)" if m.get("retrain_collapsed") else ""
-        print(f"test accuracy after retraining: learned {m['test_accuracy']:.2%}{collapsed}, "
-              f"initial {initial}")
+        learned = accuracy_text(m["test_accuracy"], m.get("retrain_collapsed", False))
+        print(f"test accuracy after retraining: learned {learned}, initial {initial}")
     print(f"run {config.experiment}/{summary.run_id} in {summary.store}")
     print(f"report: {summary.report}")
     print(f"done in {summary.seconds:.0f}s")
