@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# One prepared GPU session (~10 minutes of an H200): both engines' costs on WRN-16-1
-# (bench/gpu.py: plain, forward-engine and reverse-engine steps, tangent cost, peak memory; ~2
-# minutes, ENGINE_LIMIT_S; ENGINE=0 skips it), then a slice of the GPU quality benchmark,
+# One prepared GPU session (about 10 minutes of an H200 in all: limits 180 + 380 s, within one
+# 600 s device command): both engines' costs on WRN-16-1 (bench/gpu.py: plain, forward-engine
+# and reverse-engine steps, tangent cost, peak memory; ENGINE_LIMIT_S, default 180; ENGINE=0
+# skips it; ~2 minutes on an H200 is an estimate: the forward-only bench/gpu.py took 115 s there,
+# and the reverse-engine timings add to it), then a slice of the GPU quality benchmark,
 # configs/bench-gpu-fmnist-wrn.yaml (the paper's figure-4 protocol on full Fashion-MNIST).
 #
 # The whole protocol is ~10 GPU-hours (a final job is 11,700 WRN-16-1 steps, ~94 s; 8 methods x
 # 3 seeds x 16 runs), so a session runs what fits: the comparison at QUALITY_ARGS (default: seed
 # 0, N = 2, FDS, linear, then hyperband: each ~2 final jobs of search + 1 of retraining) until
-# QUALITY_LIMIT_S; $OUT/quality-gpu/partial.jsonl keeps every finished (seed, method), and its
-# header line gives the measured plain step time. PREDICT=1 first runs `bench/quality.py
-# --predict` (each method at its smallest budget and one retrain: per-method wall/modelled
-# ratios and the predicted time of the whole protocol; ~7 minutes on an H200, so off by default).
+# QUALITY_LIMIT_S (default 380); $OUT/quality-gpu/partial.jsonl keeps every finished (seed,
+# method), and its header line gives the measured plain step time. PREDICT=1 first runs
+# `bench/quality.py --predict` (each method at its smallest budget and one retrain: per-method
+# wall/modelled ratios and the predicted time of the whole protocol; ~7 minutes on an H200, so
+# off by default).
 #
 # The GPU machine's python3 has torch, numpy and matplotlib but no network. Carry, in the
 # git-ignored folder .device/ of the checkout:
@@ -59,6 +62,6 @@ fi
 
 echo "== quality: a slice of the GPU benchmark ($QUALITY_ARGS)"
 # shellcheck disable=SC2086
-timeout "${QUALITY_LIMIT_S:-480}" "$PYTHON" bench/quality.py "$CONFIG" \
+timeout "${QUALITY_LIMIT_S:-380}" "$PYTHON" bench/quality.py "$CONFIG" \
     --out "$OUT/quality-gpu" $QUALITY_ARGS 2>&1 | tail -60 | tee "$OUT/quality-gpu.txt"
 echo "== done"
