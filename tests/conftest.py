@@ -14,6 +14,10 @@ import itertools
 
 import pytest
 
+# The product's own defence against alignment-dependent MKL results (fdshpo.reproducible) runs
+# at import: import it before any test module can make torch's first MKL call.
+import fdshpo  # noqa: F401
+
 _bucket_ids = itertools.count()
 _servers = []
 LOG_TAIL_LINES = 40

@@ -1,7 +1,8 @@
 """fdshpo: exact hypergradients (FDS) for SGD-momentum hyperparameter schedules.
 
 The public names below are imported on first use (PEP 562), so ``import fdshpo.cli`` and the
-commands that only read the store start without importing torch.
+commands that only read the store start without importing torch. Importing the package asks MKL
+for its strict reproducibility mode (:mod:`fdshpo.reproducible`) unless ``MKL_CBWR`` is set.
 """
 
 from __future__ import annotations
@@ -9,6 +10,10 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__
+from .reproducible import request_strict_mkl
+
+# Before torch's first MKL call (fdshpo.reproducible): alignment-independent float results.
+request_strict_mkl()
 
 _PUBLIC = {
     "EngineChoice": "engine", "hypergradient": "engine", "EnginePrices": "prices",

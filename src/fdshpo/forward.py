@@ -43,6 +43,7 @@ from torch import nn
 from .inner import LossFn, sgd_momentum_update
 from .objective import Batch, FlatObjective
 from .replay import stream_from
+from .reproducible import aligned
 from .result import (  # noqa: F401 (HypergradientResult, InnerRunDiverged: re-exported)
     HypergradientResult,
     InnerRunDiverged,
@@ -129,7 +130,8 @@ class ForwardState(NamedTuple):
 
     @classmethod
     def from_tensors(cls, data: dict, device="cpu") -> ForwardState:
-        return cls(int(data["step"]), *(data[k].to(device) for k in
+        """The state of :meth:`to_tensors`' dict on ``device``, every tensor 64-byte aligned."""
+        return cls(int(data["step"]), *(aligned(data[k].to(device)) for k in
                                         ("theta", "velocity", "Z", "C", "train_losses")))
 
 

@@ -19,6 +19,10 @@ and Hessian-vector products H w in one of two exact forms,
     "forward"  forward-over-reverse: the directional derivative of grad f_t along w,
 
 batched over the rows of a (K, P) matrix of vectors with ``torch.func.vmap``.
+
+Every tensor these methods read from outside (theta, the vectors, each batch) is first made
+64-byte aligned (:func:`fdshpo.reproducible.aligned`), so the results do not depend on where the
+caller's tensors sit in memory (a resumed state, a batch sliced out of a larger buffer).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from torch.func import functional_call, grad_and_value, jvp, replace_all_batch_n
 from torch.func import vmap as _vmap
 
 from .flat import ParamLayout
+from .reproducible import aligned
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -71,8 +76,12 @@ class FlatObjective:
         for p in stateless.parameters():
             p.requires_grad_(False)
         self._model = stateless
-        #: ``grad_and_loss(theta, inputs, targets) -> (g, f)``: (P,) gradient and scalar loss.
-        self.grad_and_loss = grad_and_value(self.loss)
+        self._grad_and_loss = grad_and_value(self.loss)
+
+    def grad_and_loss(self, theta: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(g, f): the (P,) gradient and the scalar loss f(theta) on one batch."""
+        return self._grad_and_loss(aligned(theta), aligned(inputs), aligned(targets))
 
     def loss(self, theta: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor
              ) -> torch.Tensor:
@@ -81,8 +90,9 @@ class FlatObjective:
         return self.loss_fn(outputs, targets)
 
     def to_device(self, inputs: torch.Tensor, targets: torch.Tensor) -> Batch:
-        return (inputs.to(self.device, non_blocking=True),
-                targets.to(self.device, non_blocking=True))
+        """The batch on the objective's device, each tensor 64-byte aligned."""
+        return (aligned(inputs.to(self.device, non_blocking=True)),
+                aligned(targets.to(self.device, non_blocking=True)))
 
     def grad_and_hvps(self, theta: torch.Tensor, vectors: torch.Tensor, inputs: torch.Tensor,
                       targets: torch.Tensor, form: str = "reverse",
@@ -95,9 +105,11 @@ class FlatObjective:
         clamped gradient, whose mask depends on g).
         """
         batched = vectors.dim() == 2
+        theta, vectors = aligned(theta), aligned(vectors)
+        inputs, targets = aligned(inputs), aligned(targets)
 
         def grad_and_loss(th):
-            return self.grad_and_loss(th, inputs, targets)
+            return self._grad_and_loss(th, inputs, targets)
 
         if form == "reverse":
             grad, pullback, loss = vjp(grad_and_loss, theta, has_aux=True)
@@ -122,6 +134,7 @@ class FlatObjective:
         ``with_grad=False`` returns (L, None) without differentiating.
         Raises ValueError when ``val_batches`` is empty.
         """
+        theta = aligned(theta)
         total_loss = torch.zeros((), device=self.device, dtype=self.dtype)
         total_grad = torch.zeros_like(theta) if with_grad else None
         examples = 0

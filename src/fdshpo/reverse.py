@@ -53,6 +53,7 @@ from .forward import check_clamp, checked_learn, clamp_mask, resolve_hvp
 from .inner import LossFn, sgd_momentum_update
 from .objective import Batch, FlatObjective
 from .replay import BatchReplay, fingerprint, mismatch_error
+from .reproducible import aligned
 from .result import HypergradientResult, TangentColumns, assemble_result, check_losses
 from .schedule import HYPERPARAMETERS, Schedule
 
@@ -146,12 +147,16 @@ class ReverseState(NamedTuple):
 
     @classmethod
     def from_tensors(cls, data: dict, device="cpu") -> ReverseState:
-        stored = {int(t): (th.to(device), v.to(device)) for t, th, v in
+        """The state of :meth:`to_tensors`' dict on ``device``; every tensor 64-byte aligned
+        (a stored state is a row of a stacked tensor there), as in an uninterrupted run."""
+        def load(tensor):
+            return aligned(tensor.to(device))
+
+        stored = {int(t): (load(th), load(v)) for t, th, v in
                   zip(data["stored_steps"], data["stored_theta"], data["stored_velocity"])}
-        return cls(int(data["step"]), data["theta"].to(device), data["velocity"].to(device),
-                   stored, *(data[k].to(device) for k in
-                             ("train_losses", "fingerprints", "val_loss", "theta_bar",
-                              "velocity_bar", "hyper")))
+        return cls(int(data["step"]), load(data["theta"]), load(data["velocity"]), stored,
+                   *(load(data[k]) for k in ("train_losses", "fingerprints", "val_loss",
+                                             "theta_bar", "velocity_bar", "hyper")))
 
 
 class ReverseEngine:
