@@ -6,7 +6,8 @@
 
 Each variant is FDS with the config's settings (``outer``, ``schedule``) changed in one or a few
 named ways (:data:`VARIANTS`; ``base`` is the config as it is), run through
-:func:`fdshpo.compare.compare` exactly as the comparison runs FDS: the same seeds, budgets of N
+:func:`fdshpo.compare.comparison.compare` exactly as the comparison runs FDS: the same seeds,
+budgets of N
 final-job runs (read from one FDS run per seed at the largest N), the same retraining over the
 final horizon. The cost model is measured once and shared by every variant (or read from
 ``--baseline``'s comparison, whose baseline rows are then printed beside the variants), so the
@@ -25,12 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fdshpo.commands.compare import build
-from fdshpo.compare import calibrate_for, compare
-from fdshpo.compare import settings as comparison_settings
-from fdshpo.compare_outputs import Journal, read_cost_model
-from fdshpo.config import load_config
+from fdshpo.compare.comparison import calibrate_for, compare
+from fdshpo.compare.comparison import settings as comparison_settings
+from fdshpo.compare.outputs import Journal, read_cost_model
+from fdshpo.config.experiment import load_config
+from fdshpo.config.runtime import set_threads
 from fdshpo.data.batches import split_validation
-from fdshpo.runtime import set_threads
 
 ALL = ("lr", "momentum", "weight_decay")
 

@@ -3,7 +3,8 @@
     python bench/calibration.py [CONFIG] [--rounds 5] [--steps 10 40] [--out FILE.json]
 
 ``fdshpo compare`` charges every method in plain-step equivalents of one :class:`CostModel`,
-measured once at its start by :func:`fdshpo.budget.calibrate` (``steps`` timed steps of each
+measured once at its start by :func:`fdshpo.baselines.budget.calibrate` (``steps`` timed steps of
+each
 kind, the median of 3 after a warm-up). FDS's budget, so which outer step it can afford at small
 N, follows that price. Here, in one process and for each round:
 
@@ -34,14 +35,14 @@ DEFAULT_CONFIG = "configs/bench-cpu-fmnist-mlp.yaml"
 
 
 def main() -> int:
+    from fdshpo.baselines.budget import calibrate
     from fdshpo.baselines.fds import fds_outer_work, initial_schedule
-    from fdshpo.budget import calibrate
     from fdshpo.commands.compare import build
-    from fdshpo.config import load_config
-    from fdshpo.inner import train
-    from fdshpo.outer import SignOptimizer
-    from fdshpo.outer_step import OuterStep
-    from fdshpo.runtime import set_threads
+    from fdshpo.config.experiment import load_config
+    from fdshpo.config.runtime import set_threads
+    from fdshpo.engines.inner import train
+    from fdshpo.tune.sign import SignOptimizer
+    from fdshpo.tune.step import OuterStep
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", nargs="?", default=DEFAULT_CONFIG)

@@ -25,7 +25,7 @@ meaningless (measured on the 2-core development machine).
 ``--calibrate`` prints the :class:`fdshpo.EnginePrices` fitted to these runs (plain steps):
 forward_base and per_tangent by least squares of the forward runs' step cost on the mean live
 K; reverse_step from ``reverse_all``; recompute from ``reverse`` - ``reverse_all`` per
-recomputed step. ``fdshpo.prices.CALIBRATED_PRICES["cpu"]`` holds LeNet-5's fit.
+recomputed step. ``fdshpo.engines.prices.CALIBRATED_PRICES["cpu"]`` holds LeNet-5's fit.
 
 Peak memory of whole runs of both engines at two horizons 10x apart (LeNet-5, (7, 1, 1)), each
 in a fresh subprocess: peak RSS (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA), and the
@@ -49,9 +49,9 @@ import torch
 from torch import nn
 
 import fdshpo
+from fdshpo.engines.base import TangentColumns
+from fdshpo.engines.reverse import default_interval, recomputed_steps
 from fdshpo.models import LeNet5, mlp
-from fdshpo.result import TangentColumns
-from fdshpo.reverse import default_interval, recomputed_steps
 
 LOSS = nn.functional.cross_entropy
 BATCH = 128

@@ -8,7 +8,7 @@ Measures, in one process (medians over ``--repeats`` after a warm-up; random dat
 cost does not depend on the values):
 
 - ``plain_step_ms``: one ``torch.optim.SGD`` step (momentum, weight decay) on the module, and
-  ``functional_step_ms``: one step of :func:`fdshpo.inner.train` (what the baselines run);
+  ``functional_step_ms``: one step of :func:`fdshpo.engines.inner.train` (what the baselines run);
 - ``fds_step_ms``: per inner step of a whole :func:`fdshpo.hypergradient` run with (7, 1, 1)
   learned segments over ``--horizon`` steps with the forward engine, and the same in plain
   steps; ``reverse_step_ms`` / ``reverse_step_in_plain_steps``: the same with the reverse
@@ -90,7 +90,7 @@ def plain_steps(model: nn.Module, batches) -> None:
 
 
 def functional_steps(model: nn.Module, batches) -> None:
-    from fdshpo.inner import train
+    from fdshpo.engines.inner import train
 
     train(model, LOSS, batches, schedule(len(batches)))
 
@@ -104,7 +104,7 @@ def fds_run(model: nn.Module, batches, val, engine: str = "forward"):
 
 def grad_hvp_seconds(model: nn.Module, batches, k: int, device: str) -> float:
     """Seconds of one batched gradient + K Hessian-vector products pass (median of batches)."""
-    from fdshpo.forward import ForwardEngine
+    from fdshpo.engines.forward import ForwardEngine
 
     engine = ForwardEngine(model, LOSS, schedule(7))
     theta, objective = engine.init().theta, engine.objective
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - started,
     }
     rows = [("plain SGD step (torch.optim.SGD)", f"{results['plain_step_ms']:.2f} ms", "1.00"),
-            ("plain step (fdshpo.inner.train)", f"{results['functional_step_ms']:.2f} ms",
+            ("plain step (fdshpo.engines.inner.train)", f"{results['functional_step_ms']:.2f} ms",
              f"{functional_s / plain_s:.2f}"),
             ("FDS step, (7,1,1), 9 tangents", f"{results['fds_step_ms']:.2f} ms",
              f"{results['fds_step_in_plain_steps']:.2f}"),

@@ -2,7 +2,7 @@
 
     python bench/pipeline.py [--config configs/demo.yaml] [--out bench/results/pipeline.md]
 
-1. ``library``: ``fdshpo.tune.tune`` + two ``retrain_and_test`` (learned and initial schedule),
+1. ``library``: ``fdshpo.tune.loop.tune`` + two ``retrain_and_test`` (learned and initial schedule),
    in this process: the baseline (the same computation the pipeline does);
 2. ``inline``: ``fdshpo run --runner inline``'s steps (components' step functions, store
    records, dataset file), in this process;
@@ -38,10 +38,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from fdshpo.components.common import load_dataset, problem_for
-    from fdshpo.config import StoreConfig, load_config
-    from fdshpo.evaluate import retrain_and_test
+    from fdshpo.config.experiment import StoreConfig, load_config
     from fdshpo.pipelines.local import local_threads, run_inline, run_kfp_local
-    from fdshpo.tune import tune
+    from fdshpo.tune.loop import tune
+    from fdshpo.tune.retrain import retrain_and_test
 
     config = load_config(args.config)
     threads = local_threads(config)

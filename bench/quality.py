@@ -67,10 +67,10 @@ def predict(args: argparse.Namespace) -> int:
     from fdshpo.baselines.fds import initial_schedule
     from fdshpo.baselines.minimum import minimum_budget
     from fdshpo.commands.compare import build, request
-    from fdshpo.compare import calibrate_for, method_options
-    from fdshpo.config import load_config
-    from fdshpo.evaluate import retrain_and_test
-    from fdshpo.runtime import device_for, set_threads
+    from fdshpo.compare.comparison import calibrate_for, method_options
+    from fdshpo.config.experiment import load_config
+    from fdshpo.config.runtime import device_for, set_threads
+    from fdshpo.tune.retrain import retrain_and_test
 
     config = load_config(args.config)
     methods, seeds, runs = request(args, config)

@@ -10,7 +10,7 @@ retraining seed. For every variant (:data:`VARIANTS`) and tuning seed the learne
 retrained once per retraining seed; a retraining whose loss becomes non-finite diverged. The
 table gives, per variant, the divergence rate over all (tuning seed, retraining seed) pairs and
 the mean test accuracy of the retrainings that finished; a retraining that finished about as
-good as chance (:func:`fdshpo.evaluate.is_collapsed`, below 19%) counts as collapsed, apart.
+good as chance (:func:`fdshpo.tune.retrain.is_collapsed`, below 19%) counts as collapsed, apart.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from fdshpo.data import load_dataset
-from fdshpo.evaluate import is_collapsed, retrain_and_evaluate
-from fdshpo.outer import SignOptimizer
-from fdshpo.problem import ClassificationProblem
 from fdshpo.schedule import Schedule
-from fdshpo.tune import tune
+from fdshpo.tune.loop import tune
+from fdshpo.tune.problem import ClassificationProblem
+from fdshpo.tune.retrain import is_collapsed, retrain_and_evaluate
+from fdshpo.tune.sign import SignOptimizer
 
 DATA = "/usr/share/datasets/fashion-mnist"
 NUM_CLASSES = 10  # Fashion-MNIST

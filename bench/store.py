@@ -3,14 +3,15 @@
     python bench/store.py [--repeats 5] [--steps 30] [--every 200] [--out FILE.json]
 
 The checkpoint is a real inner state: LeNet-5 (61,706 parameters) with (7, 1, 1) learned
-segments, i.e. K = 9 tangent columns, encoded by :func:`fdshpo.checkpoint.encode_state`.
+segments, i.e. K = 9 tangent columns, encoded by :func:`fdshpo.tracking.checkpoint.encode_state`.
 Measured in one process, medians over ``--repeats`` (the machine is shared and noisy):
 
 - ``s3_write_ratio`` / ``s3_read_ratio``: time of ``put_bytes`` / ``get_bytes`` (sha256
   included) to a SeaweedFS server on 127.0.0.1, over ``shutil.copyfile`` of the same bytes
   between two local files (the baseline), plus both throughputs in MB/s;
 - ``checkpoint_share``: one checkpoint (encode + put + pruning the older ones, as
-  :class:`fdshpo.checkpoint.InnerCheckpointer` does it) over ``every`` FDS inner steps plus that
+  :class:`fdshpo.tracking.checkpoint.InnerCheckpointer` does it) over ``every`` FDS inner steps
+  plus that
   checkpoint, with the FDS step time measured on the same model (target: under 5% at the default
   interval), for the S3 store and for a local-directory store.
 """
@@ -33,12 +34,12 @@ import torch
 from torch import nn
 
 from fdshpo import Schedule
-from fdshpo.checkpoint import DEFAULT_EVERY, InnerCheckpointer, encode_state
-from fdshpo.forward import ForwardEngine
+from fdshpo.engines.forward import ForwardEngine
 from fdshpo.models import LeNet5
 from fdshpo.store import LocalStore, open_store
 from fdshpo.store.layout import RunLayout
 from fdshpo.store.server import SeaweedServer
+from fdshpo.tracking.checkpoint import DEFAULT_EVERY, InnerCheckpointer, encode_state
 
 BATCH = 128
 

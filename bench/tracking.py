@@ -6,7 +6,8 @@ a whole ``fdshpo`` process, as a user runs it.
                              [--data DIR]
 
 Starts a SeaweedFS server (``weed mini``) on 127.0.0.1, records ``--runs`` runs through the
-product's own :class:`fdshpo.tracking.RunRecorder` from ``--writers`` threads (start, two outer
+product's own :class:`fdshpo.tracking.recorder.RunRecorder` from ``--writers`` threads (start, two
+outer
 steps, finish: config, events, lease, outer checkpoints, step records, schedule, metrics, run
 record, index entry, latest pointer, compaction as it happens), spread over ``--experiments``
 experiments; about 1 run in 20 fails and 1 in 20 is left unfinished. At each size in
@@ -94,8 +95,8 @@ def build_runs(store, start: int, stop: int, experiments: int, writers: int, see
     import torch
 
     from fdshpo import Schedule, SignOptimizer
-    from fdshpo.tracking import RunRecorder
-    from fdshpo.tune import OuterStepRecord, TuneState
+    from fdshpo.tracking.recorder import RunRecorder
+    from fdshpo.tune.loop import OuterStepRecord, TuneState
 
     torch.set_num_threads(1)
     schedule = Schedule.constant(100, lr=0.05, momentum=0.9, weight_decay=5e-4,

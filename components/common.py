@@ -1,6 +1,6 @@
 """What every component shares: the run's recorder (store + layout), the problem and dataset.
 
-Runs are recorded with :class:`fdshpo.tracking.RunRecorder` in the layout of
+Runs are recorded with :class:`fdshpo.tracking.recorder.RunRecorder` in the layout of
 :mod:`fdshpo.store.layout` (``experiments/<experiment>/runs/<run_id>/...``), so a pipeline run
 is listed, shown, compared and warm-started from exactly like a library ``tune`` run.
 """
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from fdshpo.config import ExperimentConfig
+from fdshpo.config.experiment import ExperimentConfig
+from fdshpo.config.runtime import device_for, set_threads
 from fdshpo.data.sample import TensorDataset
-from fdshpo.runtime import device_for, set_threads
 
 
 def config_from_json(config_json: str) -> ExperimentConfig:
@@ -72,9 +72,9 @@ def open_run_store(config: ExperimentConfig):
 
 
 def recorder(config: ExperimentConfig, run_id: str, owner: str | None = None):
-    """The run's :class:`~fdshpo.tracking.RunRecorder` (inner checkpoints every
+    """The run's :class:`~fdshpo.tracking.recorder.RunRecorder` (inner checkpoints every
     ``config.checkpoint_every`` steps; ``owner`` labels the lease ``start`` takes)."""
-    from fdshpo.tracking import RunRecorder
+    from fdshpo.tracking.recorder import RunRecorder
 
     return RunRecorder(open_run_store(config), config.experiment, run_id,
                        checkpoint_every=config.checkpoint_every, owner=owner)
@@ -101,6 +101,6 @@ def read_dataset(path: str | Path) -> TensorDataset:
 
 
 def problem_for(config: ExperimentConfig, dataset: TensorDataset):
-    """The :class:`~fdshpo.problem.ClassificationProblem` the library's ``tune`` would use."""
+    """The :class:`~fdshpo.tune.problem.ClassificationProblem` the library's ``tune`` would use."""
     set_threads(config)
     return config.problem(dataset, device_for(config))

@@ -1,13 +1,13 @@
 """Inner training of one replica: an exact engine over the horizon -> hypergradients.
 
-Calls :meth:`fdshpo.outer_step.OuterStep.run_replica` (the first half of the outer step every
+Calls :meth:`fdshpo.tune.step.OuterStep.run_replica` (the first half of the outer step every
 runner takes) with the schedule of the current outer step, so replica ``r`` of outer step ``s``
-sees exactly the data order and initialisation ``fdshpo.tune.tune`` gives it. The run's
-:class:`~fdshpo.checkpoint.InnerCheckpointer` saves the inner state to the store every
+sees exactly the data order and initialisation ``fdshpo.tune.loop.tune`` gives it. The run's
+:class:`~fdshpo.tracking.checkpoint.InnerCheckpointer` saves the inner state to the store every
 ``checkpoint_every`` steps: a retried or rerun component resumes from the newest checkpoint
 (and a replica whose result is already stored returns it without training). An inner run that
 diverges is a result, not a failure (nothing to retry): the outer step applies the policy.
-The :class:`~fdshpo.outer_step.ReplicaResult` goes to the ``hypergradients`` artifact as JSON,
+The :class:`~fdshpo.tune.step.ReplicaResult` goes to the ``hypergradients`` artifact as JSON,
 with the engine that computed it and why (``config.engine``, default auto); the artifact's
 metadata names the engine.
 """
@@ -16,12 +16,12 @@ from kfp.dsl import Artifact, Dataset, Input, Output
 
 
 def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path: str) -> dict:
-    """One replica's :class:`~fdshpo.outer_step.ReplicaResult` as a dict, plus ``device`` and
+    """One replica's :class:`~fdshpo.tune.step.ReplicaResult` as a dict, plus ``device`` and
     ``resumed`` (where inner checkpoints were resumed from)."""
     import json
 
     from fdshpo.components.common import problem_for, read_dataset, recorder
-    from fdshpo.tune_state import TuneState
+    from fdshpo.tune.state import TuneState
 
     state = TuneState.from_dict(json.loads(state_json))
     rec = recorder(config, run_id)

@@ -1,11 +1,11 @@
 """Outer update: combine the replicas' hypergradients, take one sign step, decide whether to stop.
 
-Calls :meth:`fdshpo.outer_step.OuterStep.apply` on the collected
-:class:`~fdshpo.outer_step.ReplicaResult` records (the second half of the outer step every
+Calls :meth:`fdshpo.tune.step.OuterStep.apply` on the collected
+:class:`~fdshpo.tune.step.ReplicaResult` records (the second half of the outer step every
 runner takes: the mean over replicas, or the divergence policy, then the sign step).
 ``converged`` is ``"yes"`` when the sign optimizer has converged or the outer-step budget is
 spent, which ends the chain of pipeline levels. The new state is written to the store as the
-outer step's checkpoint and record (:meth:`fdshpo.tracking.RunRecorder.on_outer_step`).
+outer step's checkpoint and record (:meth:`fdshpo.tracking.recorder.RunRecorder.on_outer_step`).
 """
 
 from typing import List, NamedTuple  # noqa: UP035 (KFP parses typing.List)
@@ -18,8 +18,8 @@ def outer_step(config, run_id: str, state_json: str, records: list) -> tuple[str
     import json
 
     from fdshpo.components.common import recorder
-    from fdshpo.outer_step import ReplicaResult
-    from fdshpo.tune_state import TuneState
+    from fdshpo.tune.state import TuneState
+    from fdshpo.tune.step import ReplicaResult
 
     state = TuneState.from_dict(json.loads(state_json))
     new = config.outer_step().apply(state, [ReplicaResult.from_dict(r) for r in records])
@@ -37,8 +37,8 @@ def outer_component(config_json: str, run_id: str, state: str,
 
     from fdshpo.components.common import config_from_json
     from fdshpo.components.outer import outer_step
-    from fdshpo.progress import outer_step_line
-    from fdshpo.tune_state import OuterStepRecord
+    from fdshpo.tune.console import outer_step_line
+    from fdshpo.tune.state import OuterStepRecord
 
     records = []
     for artifact in hypergradients:

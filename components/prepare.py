@@ -1,12 +1,13 @@
 """Prepare: load the dataset once, record the run's config, build the initial state.
 
 The dataset goes downstream as one KFP ``Dataset`` artifact (a ``torch.save`` of its tensors);
-the initial :class:`~fdshpo.tune_state.TuneState` as a JSON parameter. With ``outer.warm_start`` the
+the initial :class:`~fdshpo.tune.state.TuneState` as a JSON parameter. With ``outer.warm_start`` the
 initial schedule is the experiment's latest learned schedule in the store
-(:func:`fdshpo.tracking.latest_finished`, stretched to the configured horizon and clipped to the
+(:func:`fdshpo.tracking.recorder.latest_finished`, stretched to the configured horizon and clipped
+to the
 configured bounds), and that run is recorded as the new run's ``parent``; without one yet (or
 with other segment counts), the configured values. The step takes the run's lease as
-``kfp-job:<job id>`` (:mod:`fdshpo.lease`), so a second job with the same run id is refused.
+``kfp-job:<job id>`` (:mod:`fdshpo.store.lease`), so a second job with the same run id is refused.
 """
 
 from typing import NamedTuple
@@ -20,7 +21,7 @@ def warm_start_schedule(config, store):
     import torch
 
     from fdshpo.schedule import HYPERPARAMETERS, Schedule
-    from fdshpo.tracking import latest_finished
+    from fdshpo.tracking.recorder import latest_finished
 
     latest = latest_finished(store, config.experiment)
     initial = config.initial_schedule()
@@ -44,7 +45,7 @@ def prepare_step(config, run_id: str, dataset_path: str, owner: str | None = Non
         recorder,
         save_dataset,
     )
-    from fdshpo.tune_state import TuneState
+    from fdshpo.tune.state import TuneState
 
     rec = recorder(config, run_id, owner)
     dataset = load_dataset(config)
@@ -76,7 +77,7 @@ def prepare_component(config_json: str, run_id: str, job_id: str, compiled_graph
 
     from fdshpo.components.common import check_graph, config_from_json
     from fdshpo.components.prepare import prepare_step
-    from fdshpo.tracking import new_run_id
+    from fdshpo.tracking.recorder import new_run_id
 
     config = config_from_json(config_json)
     check_graph(config, compiled_graph, replicas)

@@ -1,7 +1,8 @@
 """Report: finish the run's record and show it in the KFP UI.
 
-:meth:`fdshpo.tracking.RunRecorder.finish` writes the learned schedule, metrics, plots, the
-HTML report (:mod:`fdshpo.report`) and, last, the run record and the experiment's ``latest``
+:meth:`fdshpo.tracking.recorder.RunRecorder.finish` writes the learned schedule, metrics, plots, the
+HTML report (:mod:`fdshpo.report.run_page`) and, last, the run record and the experiment's
+``latest``
 pointer (what a retune warm-starts from). The component outputs the same HTML, a Markdown
 summary and KFP ``Metrics``.
 """
@@ -27,7 +28,7 @@ def metrics_of(evaluation: dict) -> dict:
 
 
 def _accuracy(evaluation: dict) -> str:
-    from fdshpo.formatting import accuracy_text
+    from fdshpo.report.text import accuracy_text
 
     if evaluation["diverged"] is not None:
         d = evaluation["diverged"]
@@ -37,7 +38,7 @@ def _accuracy(evaluation: dict) -> str:
 
 
 def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:
-    from fdshpo.formatting import sign_string
+    from fdshpo.report.text import sign_string
 
     history = state["history"]
     rows = [f"| {n} | " + ", ".join(f"{v:.4g}" for v in vals) + " |"

@@ -1,8 +1,8 @@
 """Retrain from scratch with the learned schedule (and, for comparison, the initial one) and
-score both on the test set with :func:`fdshpo.evaluate.retrain_and_evaluate`.
+score both on the test set with :func:`fdshpo.tune.retrain.retrain_and_evaluate`.
 
 The learned schedule is the one the config's ``outer.select`` rule picks from the outer steps
-(:func:`fdshpo.outer_step.select_schedule`). A retraining that diverges is a result, not a
+(:func:`fdshpo.tune.step.select_schedule`). A retraining that diverges is a result, not a
 failure: the evaluation says where (step and values), the run is recorded as such, and
 ``fdshpo run`` exits non-zero; there is nothing for KFP to retry. ``retrain.on_diverged:
 halve_lr`` retrains once more with halved learning rates and records it.
@@ -17,10 +17,10 @@ def retrain_step(config, state_json: str, dataset_path: str) -> dict:
     import json
 
     from fdshpo.components.common import problem_for, read_dataset
-    from fdshpo.evaluate import retrain_and_evaluate
-    from fdshpo.outer_step import select_schedule
     from fdshpo.schedule import Schedule
-    from fdshpo.tune_state import TuneState
+    from fdshpo.tune.retrain import retrain_and_evaluate
+    from fdshpo.tune.state import TuneState
+    from fdshpo.tune.step import select_schedule
 
     state = TuneState.from_dict(json.loads(state_json))
     initial = (Schedule.from_dict(state.history[0].schedule) if state.history

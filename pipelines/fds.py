@@ -33,8 +33,8 @@ from fdshpo.components.outer import carry_component, outer_component
 from fdshpo.components.prepare import prepare_component
 from fdshpo.components.report import report_component
 from fdshpo.components.retrain import retrain_component
-from fdshpo.config import ExperimentConfig
-from fdshpo.kube import SECRET_ENV
+from fdshpo.config.experiment import ExperimentConfig
+from fdshpo.config.kube import SECRET_ENV
 
 PIPELINES = ("fds", "retune")
 
@@ -204,7 +204,7 @@ def compile_pipeline(config: ExperimentConfig, path: str | Path, retune: bool = 
 if __name__ == "__main__":
     import argparse
 
-    from fdshpo.config import load_config
+    from fdshpo.config.experiment import load_config
 
     parser = argparse.ArgumentParser(description="Compile the FDS (or retune) pipeline.")
     parser.add_argument("config")

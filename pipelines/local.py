@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from fdshpo.config import ExperimentConfig
+from fdshpo.config.experiment import ExperimentConfig
 from fdshpo.schedule import Schedule
 
 RUNNERS = ("kfp", "inline")
@@ -238,8 +238,8 @@ def run_inline(config: ExperimentConfig, run_id: str, retune: bool = False,
     from fdshpo.components.prepare import prepare_step
     from fdshpo.components.report import report_step
     from fdshpo.components.retrain import retrain_step
-    from fdshpo.progress import outer_step_line
-    from fdshpo.tune_state import OuterStepRecord
+    from fdshpo.tune.console import outer_step_line
+    from fdshpo.tune.state import OuterStepRecord
 
     if retune:
         config = dataclasses.replace(

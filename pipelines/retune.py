@@ -4,7 +4,7 @@ schedule in the store, with caching disabled on every task so a scheduled run al
 
 from __future__ import annotations
 
-from fdshpo.config import ExperimentConfig
+from fdshpo.config.experiment import ExperimentConfig
 
 from .fds import build_pipeline
 

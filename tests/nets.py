@@ -30,7 +30,7 @@ def batches_for(model_kind: str, num: int, batch: int = 8, seed: int = 1, dtype=
 def sample_subset_problem(train: int, test: int, seed: int):
     """An MLP ClassificationProblem on the first images of the bundled Fashion-MNIST sample."""
     from fdshpo.data import TensorDataset, load_fashion_mnist_sample
-    from fdshpo.problem import ClassificationProblem
+    from fdshpo.tune.problem import ClassificationProblem
 
     full = load_fashion_mnist_sample()
     small = TensorDataset("sample-subset", full.train_images[:train], full.train_labels[:train],

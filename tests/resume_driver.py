@@ -16,10 +16,10 @@ import torch
 from fdshpo import Schedule, SignOptimizer
 from fdshpo.data import TensorDataset, load_fashion_mnist_sample
 from fdshpo.data.batches import ShuffledBatches
-from fdshpo.problem import ClassificationProblem
 from fdshpo.store import open_store
-from fdshpo.tracking import RunRecorder
-from fdshpo.tune import InnerTask
+from fdshpo.tracking.recorder import RunRecorder
+from fdshpo.tune.loop import InnerTask
+from fdshpo.tune.problem import ClassificationProblem
 
 HORIZON, OUTER_STEPS, REPLICAS, EVERY = 16, 2, 2, 4
 

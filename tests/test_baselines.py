@@ -24,18 +24,18 @@ from fdshpo.baselines import (
     get_method,
     shape_values,
 )
+from fdshpo.baselines.budget import CostModel, Ledger, calibrate, fds_run_ledger
 from fdshpo.baselines.greedy import windows
 from fdshpo.baselines.hd import hd_lr_update
 from fdshpo.baselines.hyperband import rung_steps, rungs, window
 from fdshpo.baselines.minimum import minimum_budget
 from fdshpo.baselines.search import shaped_schedule
-from fdshpo.budget import CostModel, Ledger, calibrate, fds_run_ledger
-from fdshpo.compare import pick_at
+from fdshpo.compare.comparison import pick_at
 from fdshpo.data.sample import load_fashion_mnist_sample
-from fdshpo.inner import init_state, train
-from fdshpo.problem import ClassificationProblem
+from fdshpo.engines.inner import init_state, train
 from fdshpo.schedule import Schedule
-from fdshpo.tune import InnerTask
+from fdshpo.tune.loop import InnerTask
+from fdshpo.tune.problem import ClassificationProblem
 
 #: A fixed price list, so the allocation (what each method can afford) is deterministic.
 COSTS = CostModel(seconds_per_step=1e-3, fds_base=2.0, per_tangent=0.75,
@@ -321,7 +321,7 @@ def test_a_reverse_mode_run_is_charged_for_its_sweeps_and_recomputation():
     every_state = fds_run_ledger(schedule, ("lr",), 64, engine="reverse", recompute_every=1)
     assert every_state.recomputed_steps == 0
     with pytest.raises(ValueError, match="no reverse-mode prices; measure one with "
-                                         "fdshpo.budget.calibrate"):
+                                         "fdshpo.baselines.budget.calibrate"):
         ledger.cost(COSTS)
     with pytest.raises(ValueError, match="resolve 'auto' with fds_engine first"):
         fds_run_ledger(schedule, ("lr",), 64, engine="auto")

@@ -123,7 +123,7 @@ def test_submitted_graph_is_the_configs_and_runs_without_overrides(kfp_api, tmp_
     """submit and schedule compile the config they are given: the graph's levels, replicas
     and resources are that config's, and no run-time parameter overrides them."""
     from fdshpo.components.common import graph_settings
-    from fdshpo.config import load_config
+    from fdshpo.config.experiment import load_config
 
     data = yaml.safe_load(Path(DEMO).read_text())
     data["outer"].update(max_steps=3, replicas=2)
@@ -173,7 +173,7 @@ def _run_constant_schedule(tmp_path, run_id: str, initial: dict, lr_bounds: list
     """``fdshpo run --runner inline`` of the demo config with one segment per value, a 20-step
     horizon and retraining, and one outer step from ``initial``; (exit status, run record)."""
     from fdshpo.store import open_store
-    from fdshpo.tracking import load_run
+    from fdshpo.tracking.recorder import load_run
 
     data = yaml.safe_load(Path(DEMO).read_text())
     data["schedule"].update(horizon=20, segments={"lr": 1, "momentum": 1, "weight_decay": 1},
@@ -220,7 +220,7 @@ def test_run_exits_4_when_the_learned_schedule_trains_nothing(tmp_path, capsys):
 
 
 BAD = [
-    ({"network": "resnet"}, "network: unknown network 'resnet'; allowed: mlp, lenet or wrn-D-K"),
+    ({"network": "resnet"}, "network: unknown network 'resnet'; allowed: lenet, mlp, wrn-D-K"),
     ({"data": {"dataset": "imagenet"}}, "data.dataset: unknown dataset 'imagenet'"),
     ({"schedule": {"horizon": 3, "segments": {"lr": 5}}},
      "schedule.segments.lr is 5 but schedule.horizon is only 3 steps"),

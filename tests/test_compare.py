@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import fdshpo.compare as compare_module
+import fdshpo.compare.comparison as compare_module
 from fdshpo.baselines import SearchSpace
-from fdshpo.budget import CostModel
-from fdshpo.compare import Comparison, MethodRun, Row, compare, settings
-from fdshpo.compare_outputs import OUTPUT_FILES, Journal, to_csv, to_markdown, write_outputs
+from fdshpo.baselines.budget import CostModel
+from fdshpo.compare.comparison import Comparison, MethodRun, Row, compare, settings
+from fdshpo.compare.outputs import OUTPUT_FILES, Journal, to_csv, to_markdown, write_outputs
 from fdshpo.data.sample import load_fashion_mnist_sample
-from fdshpo.evaluate import retrain_and_test
-from fdshpo.problem import ClassificationProblem
 from fdshpo.schedule import Schedule
+from fdshpo.tune.problem import ClassificationProblem
+from fdshpo.tune.retrain import retrain_and_test
 
 ROOT = Path(__file__).resolve().parents[1]
 COSTS = CostModel(seconds_per_step=1e-3, fds_base=2.0, per_tangent=0.75,

@@ -100,7 +100,7 @@ def test_the_engine_flag_reaches_fds_and_greedy(tmp_path):
     from fdshpo.cli import build_parser
     from fdshpo.commands.compare import build
     from fdshpo.commands.run import with_engine
-    from fdshpo.config import load_config
+    from fdshpo.config.experiment import load_config
 
     config = write_config(tmp_path)
     args = build_parser().parse_args(["compare", str(config), "--engine", "reverse"])

@@ -1,12 +1,13 @@
 """The experiment config: the shipped configs load, round-trip, and bad ones are refused with
 messages that name the key and what is allowed."""
 
+import math
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fdshpo.config import (
+from fdshpo.config.experiment import (
     DataConfig,
     ExperimentConfig,
     OuterConfig,
@@ -17,8 +18,8 @@ from fdshpo.config import (
     load_config,
 )
 from fdshpo.errors import UserError
-from fdshpo.outer import SignOptimizer
 from fdshpo.schedule import DEFAULT_BOUNDS, Schedule
+from fdshpo.tune.sign import SignOptimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -134,7 +135,7 @@ BAD = [
     ("schedule.horizon", 0, "schedule.horizon must be >= 1, got 0"),
     ("data.batch_size", 1.5, "data.batch_size must be an integer"),
     ("data.val_fraction", 1.5, "data.val_fraction must be in (0.0, 1.0), got 1.5"),
-    ("network", "resnet", "network: unknown network 'resnet'; allowed: mlp, lenet or wrn-D-K"),
+    ("network", "resnet", "network: unknown network 'resnet'; allowed: lenet, mlp, wrn-D-K"),
     ("data.dataset", "imagenet", "data.dataset: unknown dataset 'imagenet'; allowed: "),
     ("schedule.segments", {"lr": 30}, "schedule.segments.lr is 30 but schedule.horizon is only "
                                       "20 steps; use at most 20 segments or a longer horizon"),
@@ -207,3 +208,36 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(UserError, match="must be a mapping of keys, got list"):
         load_config(tmp_path / "list.yaml")
+
+
+def test_a_network_and_a_dataset_registered_in_code_are_accepted(tmp_path):
+    """The config reads the registries (fdshpo.models, fdshpo.data) rather than lists of its
+    own: what a user registers is accepted, and an unknown name lists the registered ones."""
+    from torch import nn
+
+    from fdshpo.data import known_datasets, load_dataset, register_dataset
+    from fdshpo.data.registry import _LOADERS
+    from fdshpo.models import register_model
+    from fdshpo.models.registry import _BUILDERS
+
+    register_model("tiny-linear-test", lambda shape, classes: nn.Sequential(
+        nn.Flatten(), nn.Linear(int(math.prod(shape)), classes)))
+    register_dataset("sample-copy-test", lambda request: load_dataset("fashion-mnist-sample"))
+    try:
+        data = minimal()
+        data["network"] = "tiny-linear-test"
+        data["data"]["dataset"] = "sample-copy-test"
+        config = load_config(write(tmp_path, data))
+        assert (config.network, config.data.dataset) == ("tiny-linear-test", "sample-copy-test")
+        data["network"] = "resnet"
+        with pytest.raises(UserError, match="allowed: lenet, mlp, tiny-linear-test, wrn-D-K"):
+            load_config(write(tmp_path, data))
+        data["network"], data["data"]["dataset"] = "mlp", "imagenet"
+        with pytest.raises(UserError) as error:
+            load_config(write(tmp_path, data))
+        assert str(error.value).endswith("data.dataset: unknown dataset 'imagenet'; allowed: "
+                                         + ", ".join(known_datasets()))
+        assert "sample-copy-test" in known_datasets()
+    finally:
+        del _BUILDERS["tiny-linear-test"]
+        del _LOADERS["sample-copy-test"]

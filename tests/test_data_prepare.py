@@ -74,7 +74,7 @@ def test_corrupted_or_wrong_bundles_are_refused_with_the_file_named(tmp_path):
 
 
 def test_problem_from_prepared_uses_the_fixed_split_every_outer_step(tmp_path):
-    from fdshpo.problem import ClassificationProblem
+    from fdshpo.tune.problem import ClassificationProblem
 
     prepared = prepare_dataset("fashion-mnist-sample", tmp_path / "data.pt", val_fraction=0.04,
                                split_seed=5)

@@ -6,8 +6,8 @@ import pytest
 from nets import sample_subset_problem
 
 from fdshpo import InnerRunDiverged, Schedule
-from fdshpo.evaluate import is_collapsed, retrain_and_evaluate, retrain_and_test
 from fdshpo.seeds import PURPOSES, derive_seed
+from fdshpo.tune.retrain import is_collapsed, retrain_and_evaluate, retrain_and_test
 
 
 @pytest.fixture(scope="module")

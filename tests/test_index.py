@@ -12,14 +12,15 @@ import threading
 
 import pytest
 
-from fdshpo import Schedule, index
+from fdshpo import Schedule
 from fdshpo.cli import main as cli
-from fdshpo.query import Query
-from fdshpo.records import experiments_overview, list_runs
-from fdshpo.reindex import reindex
 from fdshpo.store import open_store
 from fdshpo.store.layout import RunLayout, index_entry
-from fdshpo.tracking import RunRecorder
+from fdshpo.tracking import index
+from fdshpo.tracking.query import Query
+from fdshpo.tracking.reader import experiments_overview, list_runs
+from fdshpo.tracking.recorder import RunRecorder
+from fdshpo.tracking.reindex import reindex
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -252,7 +253,7 @@ def test_damaged_entries_are_reported_skipped_and_repaired_by_reindex(store, sma
 
 
 def test_a_damaged_latest_pointer_falls_back_to_the_index(tmp_path):
-    from fdshpo.tracking import latest_finished
+    from fdshpo.tracking.recorder import latest_finished
 
     store = open_store(tmp_path)
     _record(store, "a", "r0", accuracy=0.5, clock=lambda: 1_800_000_000.0)

@@ -4,7 +4,7 @@ from nets import batches_for, tiny_conv_bn, tiny_mlp
 from reference import sgd_reference_trajectory
 
 from fdshpo import Schedule
-from fdshpo.inner import load_state, train
+from fdshpo.engines.inner import load_state, train
 
 LOSS = torch.nn.functional.cross_entropy
 

@@ -540,8 +540,8 @@ def test_literal_credentials_are_found_in_broken_fixtures():
 
 @pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/gpu"])
 def test_retune_config_is_valid_and_matches_the_deployment(rendered, overlay, tmp_path):
-    from fdshpo.config import load_config
-    from fdshpo.kube import SECRET_ENV
+    from fdshpo.config.experiment import load_config
+    from fdshpo.config.kube import SECRET_ENV
 
     docs = rendered[overlay]
     cm = next(d for d in docs if d["metadata"]["name"].startswith("fdshpo-retune-config"))

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from fdshpo import InnerRunDiverged, Schedule, SignOptimizer
-from fdshpo.outer_step import OuterStep, ReplicaResult, select_schedule
+from fdshpo.tune.step import OuterStep, ReplicaResult, select_schedule
 
 
 def _schedule(lr=(0.5, 0.5)):

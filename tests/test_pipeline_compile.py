@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fdshpo.config import load_config
+from fdshpo.config.experiment import load_config
 from fdshpo.image import component_image
 from fdshpo.pipelines import compile_pipeline
 

@@ -1,5 +1,5 @@
 """The pipeline is the real algorithm: run through kfp.local (and inline) on the bundled sample,
-its learned schedule equals fdshpo.tune.tune on the same config and seeds; a killed inner
+its learned schedule equals fdshpo.tune.loop.tune on the same config and seeds; a killed inner
 component resumes from its checkpoint."""
 
 import json
@@ -15,8 +15,8 @@ import yaml
 from torch import nn
 
 from fdshpo.components.common import load_dataset, problem_for
-from fdshpo.config import load_config
-from fdshpo.tune import tune
+from fdshpo.config.experiment import load_config
+from fdshpo.tune.loop import tune
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,8 +53,8 @@ def assert_same_run(summary, expected):
 
 def test_kfp_local_pipeline_equals_library_tune(tmp_path):
     from fdshpo.pipelines.local import run_kfp_local
-    from fdshpo.query import Query
-    from fdshpo.tracking import list_runs, load_run
+    from fdshpo.tracking.query import Query
+    from fdshpo.tracking.recorder import list_runs, load_run
 
     config = load_config(small_config(tmp_path))
     summary = run_kfp_local(config, "e2e-kfp", pipeline_root=str(tmp_path / "kfp"))
@@ -106,11 +106,11 @@ def test_inline_runner_equals_library_tune_and_stops_early(tmp_path):
 INNER = """
 import sys, torch
 torch.set_num_threads(1)
-from fdshpo.config import load_config
+from fdshpo.config.experiment import load_config
 from fdshpo.components.inner import inner_step
-from fdshpo.tune import TuneState
+from fdshpo.tune.loop import TuneState
 if "--pause-after-first-checkpoint" in sys.argv:
-    from fdshpo.checkpoint import InnerCheckpointer
+    from fdshpo.tracking.checkpoint import InnerCheckpointer
     save = InnerCheckpointer.save
     def save_then_wait(self, state, *args, **kwargs):
         key = save(self, state, *args, **kwargs)
@@ -167,7 +167,7 @@ def test_killed_inner_component_resumes_from_its_checkpoint(tmp_path):
 def test_retune_warm_starts_from_the_latest_learned_schedule(tmp_path):
     from fdshpo.pipelines.local import run_inline
     from fdshpo.store import open_store
-    from fdshpo.tracking import load_run
+    from fdshpo.tracking.recorder import load_run
 
     path = small_config(tmp_path)
     data = yaml.safe_load(path.read_text())

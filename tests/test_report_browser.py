@@ -22,7 +22,7 @@ from fdshpo import Schedule, SignOptimizer
 from fdshpo.cli import main as cli
 from fdshpo.store import open_store
 from fdshpo.store.layout import OVERVIEW
-from fdshpo.tracking import RunRecorder
+from fdshpo.tracking.recorder import RunRecorder
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

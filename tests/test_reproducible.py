@@ -19,7 +19,7 @@ import torch
 from nets import batches_for, tiny_conv_bn
 
 from fdshpo import ForwardState, ReverseEngine, ReverseState, Schedule, hypergradient
-from fdshpo.replay import BatchReplay
+from fdshpo.engines.replay import BatchReplay
 from fdshpo.reproducible import ALIGNMENT, MKL_CNR_MODE, aligned, mkl_strict_mode
 
 ENGINES = ("forward", "reverse")

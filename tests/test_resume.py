@@ -16,10 +16,10 @@ import torch
 from nets import sample_subset_problem
 
 from fdshpo import EnginePrices, Schedule, hypergradient
-from fdshpo.checkpoint import InnerCheckpointer, OuterCheckpointer
 from fdshpo.store import LocalStore
 from fdshpo.store.layout import RunLayout
-from fdshpo.tune import InnerTask
+from fdshpo.tracking.checkpoint import InnerCheckpointer, OuterCheckpointer
+from fdshpo.tune.loop import InnerTask
 
 HORIZON = 12
 LEARN = ("lr", "momentum", "weight_decay")
@@ -174,7 +174,7 @@ def test_a_checkpoint_of_another_schedule_is_not_resumed(problem, tmp_path):
 
 def test_outer_checkpoint_skips_a_damaged_newest_one(tmp_path):
     from fdshpo import SignOptimizer
-    from fdshpo.tune import TuneState
+    from fdshpo.tune.loop import TuneState
 
     store = LocalStore(tmp_path)
     outer = OuterCheckpointer(store, RunLayout("e", "r"))

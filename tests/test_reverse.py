@@ -9,10 +9,10 @@ from reference import unrolled_reverse_hypergradient
 
 from fdshpo import EnginePrices, Schedule, hypergradient, validation_loss
 from fdshpo.data import ShuffledBatches
-from fdshpo.inner import load_state, train
-from fdshpo.prices import CALIBRATED_PRICES
-from fdshpo.replay import ReplayError
-from fdshpo.reverse import ReverseEngine, recomputed_steps, stored_steps
+from fdshpo.engines.inner import load_state, train
+from fdshpo.engines.prices import CALIBRATED_PRICES
+from fdshpo.engines.replay import ReplayError
+from fdshpo.engines.reverse import ReverseEngine, recomputed_steps, stored_steps
 
 LOSS = torch.nn.functional.cross_entropy
 T = 11  # default interval ceil(sqrt(11)) = 4: 11 is not a multiple of it
@@ -106,7 +106,7 @@ def test_stored_states_and_recomputed_steps_follow_the_interval():
 def test_segments_not_reached_by_the_backward_sweep_are_exactly_zero():
     model, train_batches, val = _case("mlp")
     engine = ReverseEngine(model, LOSS, SCHEDULE)
-    from fdshpo.replay import BatchReplay
+    from fdshpo.engines.replay import BatchReplay
 
     replay = BatchReplay(train_batches, T)
     # progress T + 4: the backward sweep has done inner steps 10, 9, 8, 7 (lr segment 2 is

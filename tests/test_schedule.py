@@ -99,7 +99,7 @@ def test_a_base_shape_scales_the_segment_values_and_stretches_with_the_horizon()
 
 
 def test_plots_trace_a_shaped_schedule_step_by_step_and_a_plain_one_by_segments():
-    from fdshpo.plots import schedules_png, step_curve
+    from fdshpo.report.plots import schedules_png, step_curve
 
     s = Schedule(8, {"lr": [0.4, 0.2], "momentum": [0.9], "weight_decay": [0.0]},
                  shapes={"lr": "linear"})

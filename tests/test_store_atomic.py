@@ -13,13 +13,13 @@ import threading
 import pytest
 
 from fdshpo import SignOptimizer
-from fdshpo.checkpoint import OuterCheckpointer
 from fdshpo.schedule import Schedule
 from fdshpo.store import ArtifactExists, LocalStore, StoreError, open_store
 from fdshpo.store.layout import RunLayout, latest_pointer
 from fdshpo.store.s3 import S3Store
-from fdshpo.tracking import RunRecorder, latest_schedule
-from fdshpo.tune import TuneState
+from fdshpo.tracking.checkpoint import OuterCheckpointer
+from fdshpo.tracking.recorder import RunRecorder, latest_schedule
+from fdshpo.tune.loop import TuneState
 
 WRITERS, ROUNDS = 8, 10
 

@@ -12,7 +12,7 @@ from fdshpo.store import LocalStore, open_store
 from fdshpo.store.admin import bucket_policy, read_user_keys
 from fdshpo.store.base import StoreError
 from fdshpo.store.layout import latest_pointer
-from fdshpo.tracking import RunRecorder
+from fdshpo.tracking.recorder import RunRecorder
 
 
 def test_placeholder_keys_are_refused_before_anything_is_contacted(monkeypatch, capsys,

@@ -18,17 +18,17 @@ from nets import sample_subset_problem
 
 from fdshpo import Schedule, SignOptimizer
 from fdshpo.cli import main as cli
-from fdshpo.lease import LeaseHeld, LeaseLost
-from fdshpo.outer_step import OuterStep, ReplicaResult
 from fdshpo.store import StoreError, open_store
 from fdshpo.store.layout import RunLayout
-from fdshpo.tracking import (
+from fdshpo.store.lease import LeaseHeld, LeaseLost
+from fdshpo.tracking.recorder import (
     RunRecorder,
     compare_runs,
     latest_schedule,
     list_runs,
     load_run,
 )
+from fdshpo.tune.step import OuterStep, ReplicaResult
 
 HORIZON = 8
 
@@ -274,7 +274,7 @@ def test_a_second_writer_of_a_run_is_refused_until_the_lease_is_released_or_expi
 
 LEASE_HOLDER = """
 import sys, time
-from fdshpo.lease import Lease
+from fdshpo.store.lease import Lease
 from fdshpo.store import open_store
 from fdshpo.store.layout import RunLayout
 Lease(open_store(sys.argv[1]), RunLayout("exp", "r1").lease, "run exp/r1").acquire()

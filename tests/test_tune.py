@@ -5,8 +5,8 @@ import torch
 from nets import sample_subset_problem
 
 from fdshpo import Schedule, SignOptimizer
-from fdshpo.evaluate import retrain_and_test
-from fdshpo.tune import InnerProgress, OuterProgress, TuneState, tune
+from fdshpo.tune.loop import InnerProgress, OuterProgress, TuneState, tune
+from fdshpo.tune.retrain import retrain_and_test
 
 HORIZON = 12
 
@@ -104,7 +104,7 @@ def test_a_learned_schedule_retrains_better_than_a_poor_initial_one(problem):
 def test_each_outer_step_records_and_prints_its_engine(problem):
     import io
 
-    from fdshpo.progress import ConsoleProgress
+    from fdshpo.tune.console import ConsoleProgress
 
     events, out = [], io.StringIO()
     with ConsoleProgress(out) as console:

@@ -3,12 +3,17 @@
 The public names below are imported on first use (PEP 562), so ``import fdshpo.cli`` and the
 commands that only read the store start without importing torch. Importing the package asks MKL
 for its strict reproducibility mode (:mod:`fdshpo.reproducible`) unless ``MKL_CBWR`` is set.
+
+The layers, each a subpackage that imports only from its own layer or below:
+``schedule``/``segments``/``shapes``/``seeds``/``reproducible`` (shared vocabulary) <
+``engines`` (the exact hypergradient) < ``tune`` (the outer loop) < ``baselines`` <
+``compare``; ``store`` < ``report`` < ``tracking``; ``config`` reads every registry;
+``commands``/``cli``, ``components`` and ``pipelines`` are the thin adapters on top.
 """
 
 from __future__ import annotations
 
-import importlib
-
+from ._lazy import lazy_exports
 from ._version import __version__
 from .reproducible import request_strict_mkl
 
@@ -16,11 +21,12 @@ from .reproducible import request_strict_mkl
 request_strict_mkl()
 
 _PUBLIC = {
-    "EngineChoice": "engine", "hypergradient": "engine", "EnginePrices": "prices",
-    "ForwardEngine": "forward", "ForwardState": "forward", "HypergradientResult": "result",
-    "InnerRunDiverged": "inner", "ReverseEngine": "reverse", "ReverseState": "reverse",
-    "validation_loss": "objective",
-    "DEFAULT_STEP_SIZES": "outer", "SignOptimizer": "outer", "SignState": "outer",
+    "EngineChoice": "engines.base", "hypergradient": "engines.choose",
+    "EnginePrices": "engines.base", "ForwardEngine": "engines.forward",
+    "ForwardState": "engines.forward", "HypergradientResult": "engines.base",
+    "InnerRunDiverged": "engines.base", "ReverseEngine": "engines.reverse",
+    "ReverseState": "engines.reverse", "validation_loss": "engines.objective",
+    "DEFAULT_STEP_SIZES": "tune.sign", "SignOptimizer": "tune.sign", "SignState": "tune.sign",
     "DEFAULT_BOUNDS": "schedule", "HYPERPARAMETERS": "schedule", "Schedule": "schedule",
 }
 
@@ -31,15 +37,4 @@ __all__ = [
     "validation_loss",
 ]
 
-
-def __getattr__(name: str):
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fdshpo' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)

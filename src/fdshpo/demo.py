@@ -1,7 +1,7 @@
 """The demo experiment as a plain library call (``python -m fdshpo.demo``).
 
 Runs ``configs/demo.yaml`` (the experiment ``make demo`` runs as a local KFP pipeline) with
-:func:`fdshpo.tune.tune` in this process, without a store: learns the schedule, retrains from
+:func:`fdshpo.tune.loop.tune` in this process, without a store: learns the schedule, retrains from
 scratch with the initial and the learned schedules, and prints both test accuracies.
 """
 
@@ -11,7 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
-from .formatting import accuracy_text
+from .report.text import accuracy_text
 from .schedule import Schedule
 
 #: The demo config in a source checkout (``make demo`` runs the same file).
@@ -33,10 +33,10 @@ def format_evaluation(evaluation) -> str:
 def main(argv: list[str] | None = None) -> None:
     from fdshpo.components.common import load_dataset, problem_for
 
-    from .config import load_config
-    from .evaluate import retrain_and_evaluate
-    from .progress import ConsoleProgress
-    from .tune import tune
+    from .config.experiment import load_config
+    from .tune.console import ConsoleProgress
+    from .tune.loop import tune
+    from .tune.retrain import retrain_and_evaluate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(DEMO_CONFIG),

@@ -7,7 +7,8 @@ Every entry of :data:`METHODS` is called as
 searches the same :class:`SearchSpace` (horizon, segments, bounds, final horizon), starts from
 the same initial schedule (``init``: initial values, default the lower bounds; black-box
 searches enqueue it as their first trial), never spends more than ``budget`` plain-SGD-step
-equivalents as priced by ``cost_model`` (:mod:`fdshpo.budget`), returns a schedule inside the
+equivalents as priced by ``cost_model`` (:mod:`fdshpo.baselines.budget`), returns a schedule inside
+the
 bounds over the search horizon, and repeats itself exactly given the same arguments. Except for
 the methods in :data:`BUDGET_AWARE`, a method's search does not depend on its budget except for
 when it stops, so its incumbent after spending b of a larger budget is what it returns at b.

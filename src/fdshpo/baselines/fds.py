@@ -2,16 +2,18 @@
 
 One outer step costs ``replicas`` inner runs of the hypergradient engine over the horizon,
 
-    outer = replicas * (one engine run + validation gradient)   (fdshpo.budget.fds_run_ledger:
+    outer = replicas * (one engine run + validation gradient)
+    (fdshpo.baselines.budget.fds_run_ledger:
             forward mode sum_t fds_step(live columns at t); reverse mode both sweeps)
 
 charged for the engine that runs it (``engine="auto"``: the cheaper by the cost model's own
-prices, :func:`fdshpo.budget.fds_engine`; the run then uses that engine), and with a budget B
+prices, :func:`fdshpo.baselines.budget.fds_engine`; the run then uses that engine), and with a
+budget B
 the method runs at most min(outer_steps, floor(B / outer)) outer steps of
-:class:`fdshpo.outer_step.OuterStep` (the same step the library's tune loop and the pipeline
+:class:`fdshpo.tune.step.OuterStep` (the same step the library's tune loop and the pipeline
 take), stopping earlier when every learned value has converged. A diverged inner run lowers
 every learning rate (``on_diverged="lower_lr"``) and is still paid for. The pick is chosen by
-``select`` (:func:`fdshpo.outer_step.select_schedule`); the incumbent after each outer step is
+``select`` (:func:`fdshpo.tune.step.select_schedule`); the incumbent after each outer step is
 what the same rule picks from the steps so far, so a run at a smaller budget returns exactly the
 incumbent at that budget. The initial schedule is the space's lower bounds (the paper starts
 from 0) unless ``init`` is given.
@@ -22,12 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from ..budget import CostModel, Ledger, fds_engine, fds_run_ledger
-from ..engine import EngineChoice
-from ..outer import SignOptimizer
-from ..outer_step import OuterStep, check_selection_rule, select_schedule, selected_record
-from ..problem import ClassificationProblem
+from ..engines.choose import EngineChoice
 from ..schedule import HYPERPARAMETERS, Schedule
+from ..tune.problem import ClassificationProblem
+from ..tune.sign import SignOptimizer
+from ..tune.step import OuterStep, check_selection_rule, select_schedule, selected_record
+from .budget import CostModel, Ledger, fds_engine, fds_run_ledger
 from .space import Incumbent, MethodResult, SearchSpace, affordable, validation_examples
 
 
@@ -42,7 +44,7 @@ def fds_outer_work(problem: ClassificationProblem, schedule: Schedule, learn,
                    cost_model: CostModel, engine: str = "auto", replicas: int = 1
                    ) -> tuple[Ledger, EngineChoice]:
     """(the work of one outer step from ``schedule``, the engine that does it): ``replicas``
-    inner runs of the engine :func:`~fdshpo.budget.fds_engine` picks for ``problem``."""
+    inner runs of the engine :func:`~fdshpo.baselines.budget.fds_engine` picks for ``problem``."""
     choice = fds_engine(problem.model(0), schedule, learn, cost_model, engine)
     run = fds_run_ledger(schedule, learn, validation_examples(problem), choice.engine,
                          choice.recompute_every)

@@ -16,10 +16,11 @@ This is the short-horizon greedy approach the paper compares FDS against: each w
 are chosen for the loss at that window's end, not at the end of training.
 
 Cost: every pass over the windows costs sum_w (one run of the window's engine,
-:func:`fdshpo.budget.fds_run_ledger`: forward mode with its K_w live columns, or reverse mode's
+:func:`fdshpo.baselines.budget.fds_run_ledger`: forward mode with its K_w live columns, or reverse
+mode's
 two sweeps, + a validation gradient), and the final walk T plain steps; m = floor((B - T) /
 pass).
-A diverged window run lowers its learning rate (:func:`fdshpo.outer_step.diverged_hypergradient`,
+A diverged window run lowers its learning rate (:func:`fdshpo.tune.step.diverged_hypergradient`,
 the outer step's ``lower_lr`` policy).
 """
 
@@ -30,15 +31,15 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ..budget import CostModel, Ledger, fds_engine, fds_run_ledger
 from ..data.batches import ShuffledBatches
-from ..engine import EngineChoice, make_engine
-from ..forward import InnerRunDiverged
-from ..inner import InnerState, init_state, train
-from ..outer import SignOptimizer
-from ..outer_step import diverged_hypergradient
-from ..problem import ClassificationProblem
+from ..engines.choose import EngineChoice, make_engine
+from ..engines.forward import InnerRunDiverged
+from ..engines.inner import InnerState, init_state, train
 from ..schedule import HYPERPARAMETERS, Schedule, segment_index, segment_start
+from ..tune.problem import ClassificationProblem
+from ..tune.sign import SignOptimizer
+from ..tune.step import diverged_hypergradient
+from .budget import CostModel, Ledger, fds_engine, fds_run_ledger
 from .fds import initial_schedule
 from .space import (
     DIVERGED_LOSS,
@@ -67,7 +68,8 @@ def _window_batches(batches, start: int, end: int):
 def window_engines(model: nn.Module, problem: ClassificationProblem, space: SearchSpace, learn,
                    cost_model: CostModel, engine: str = "auto"
                    ) -> tuple[list[EngineChoice], list[Ledger]]:
-    """Per window: the engine its runs use on ``model`` (:func:`fdshpo.budget.fds_engine`) and
+    """Per window: the engine its runs use on ``model``
+    (:func:`fdshpo.baselines.budget.fds_engine`) and
     the work of one run of it."""
     n_val = validation_examples(problem)
     choices, work = [], []
@@ -86,7 +88,7 @@ def greedy_fds(problem: ClassificationProblem, space: SearchSpace, budget: float
                tol: float = 0.05, engine: str = "auto") -> MethodResult:
     """Greedy FDS at a budget (see module docstring). ``seed`` is unused (deterministic).
     ``engine``: the hypergradient engine of each window's runs (charged for the one it runs,
-    :func:`fdshpo.budget.fds_engine`)."""
+    :func:`fdshpo.baselines.budget.fds_engine`)."""
     del seed
     optimizer = SignOptimizer(step_sizes, decay, tol)
     learn = optimizer.learn

@@ -1,6 +1,7 @@
 """Online hypergradient descent on the learning rate (Baydin et al., ICLR 2018), greedy.
 
-With SGD-momentum as in :mod:`fdshpo.inner` (theta_t = theta_{t-1} - eta_{t-1} v_t), the loss of
+With SGD-momentum as in :mod:`fdshpo.engines.inner` (theta_t = theta_{t-1} - eta_{t-1} v_t), the
+loss of
 step t depends on the previous learning rate through d theta_t / d eta_{t-1} = -v_t, so the
 one-step (greedy) hypergradient is d f_t / d eta_{t-1} = -g_t . v_t and HD updates
 
@@ -29,11 +30,18 @@ import optuna
 import torch
 from torch import nn
 
-from ..budget import CostModel, trial_ledger
-from ..flat import ParamLayout
-from ..inner import InnerState, LossFn, init_state, load_state, loss_and_grad, sgd_momentum_update
-from ..problem import ClassificationProblem
+from ..engines.flat import ParamLayout
+from ..engines.inner import (
+    InnerState,
+    LossFn,
+    init_state,
+    load_state,
+    loss_and_grad,
+    sgd_momentum_update,
+)
 from ..schedule import Schedule
+from ..tune.problem import ClassificationProblem
+from .budget import CostModel, trial_ledger
 from .fds import initial_schedule
 from .search import constant_params, run_study, trial_cost
 from .space import DIVERGED_LOSS, MethodResult, SearchSpace, score_model, validation_examples

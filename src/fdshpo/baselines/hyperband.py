@@ -40,10 +40,10 @@ import optuna
 import torch
 from torch import nn
 
-from ..budget import CostModel, Ledger
-from ..inner import init_state, load_state, train
-from ..problem import ClassificationProblem
+from ..engines.inner import init_state, load_state, train
 from ..schedule import Schedule, segment_index
+from ..tune.problem import ClassificationProblem
+from .budget import CostModel, Ledger
 from .fds import initial_schedule
 from .search import quiet_optuna, segment_params, segment_values
 from .space import (

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..budget import CostModel, Ledger
-from ..outer import SignOptimizer
-from ..problem import ClassificationProblem
+from ..tune.problem import ClassificationProblem
+from ..tune.sign import SignOptimizer
+from .budget import CostModel, Ledger
 from .fds import fds_outer_work, initial_schedule
 from .greedy import window_engines
 from .hyperband import full_trial

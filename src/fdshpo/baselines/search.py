@@ -35,10 +35,10 @@ from collections.abc import Callable, Mapping
 import optuna
 import torch
 
-from ..budget import CostModel, Ledger, trial_ledger
-from ..problem import ClassificationProblem
 from ..schedule import HYPERPARAMETERS, Schedule
 from ..shapes import SHAPES, fit_segments, shape_values
+from ..tune.problem import ClassificationProblem
+from .budget import CostModel, Ledger, trial_ledger
 from .fds import initial_schedule
 from .space import (
     Incumbent,

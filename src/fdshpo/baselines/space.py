@@ -7,12 +7,13 @@ training job. Methods search on T (which may be shorter than T_f) and their pick
 T_f when it is retrained (:meth:`fdshpo.Schedule.stretched`); a multi-fidelity search trains at
 T_f itself. Every method (FDS, greedy, random search, TPE, fixed shapes, Hyperband) searches it
 and returns a :class:`MethodResult`: the schedule it picked, its validation loss, the work it did
-(a :class:`~fdshpo.budget.Ledger`), and its incumbents (the schedule it would have returned at
+(a :class:`~fdshpo.baselines.budget.Ledger`), and its incumbents (the schedule it would have
+returned at
 each point of its spend), so accuracy can be plotted against budget.
 
 Trials are scored with :func:`evaluate_schedule`: train the problem's network (replica 0) on
 outer step 0's training split with the schedule, and take the validation objective FDS itself
-differentiates (:func:`fdshpo.objective.validation_loss`: the example-weighted mean
+differentiates (:func:`fdshpo.engines.objective.validation_loss`: the example-weighted mean
 cross-entropy over that step's validation split, BatchNorm with each batch's statistics), so
 every method's validation loss means the same thing. A run whose training loss or validation
 loss is not finite scores ``DIVERGED_LOSS``.
@@ -28,11 +29,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..budget import Ledger, trial_ledger
-from ..inner import load_state, train
-from ..objective import validation_loss
-from ..problem import ClassificationProblem
+from ..engines.inner import load_state, train
+from ..engines.objective import validation_loss
 from ..schedule import HYPERPARAMETERS, Schedule, check_names
+from ..tune.problem import ClassificationProblem
+from .budget import Ledger, trial_ledger
 
 #: Score of a trial whose training or validation loss became non-finite (worse than any real one).
 DIVERGED_LOSS = 1e6

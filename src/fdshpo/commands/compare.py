@@ -6,7 +6,7 @@ bounds, which must be finite), FDS's settings (``outer``), the final job (``retr
 default the schedule's horizon) and the comparison's own settings (``compare``: methods, seeds,
 budget runs; the flags below override them). Every method gets a budget of N runs of the final
 job for each N, starts from ``schedule.initial`` and has its pick retrained over the final
-horizon and tested (:mod:`fdshpo.compare`).
+horizon and tested (:mod:`fdshpo.compare.comparison`).
 
 Writes comparison.{csv,md,json} and two plots to ``--out`` (default
 ``./fdshpo-compare/<experiment>``) and, unless ``--no-store``, to the config's store under
@@ -85,7 +85,7 @@ def build(config, device: str):
 def request(args: argparse.Namespace, config) -> tuple[list[str], list[int], list[float]]:
     """(methods, seeds, budget runs): the flags, else the config's ``compare`` section, else the
     defaults; validated with messages naming the flag or key."""
-    from ..compare import (
+    from ..compare.comparison import (
         BUDGET_RUNS,
         DEFAULT_METHODS,
         check_budget_runs,
@@ -111,7 +111,7 @@ def request(args: argparse.Namespace, config) -> tuple[list[str], list[int], lis
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import (
+    from ..compare.comparison import (
         calibrate_for,
         check_minimums,
         compare,
@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
         predicted_seconds,
         settings,
     )
-    from ..compare_outputs import Journal, read_cost_model, to_markdown, write_outputs
-    from ..config import load_config
+    from ..compare.outputs import Journal, read_cost_model, to_markdown, write_outputs
+    from ..config.experiment import load_config
+    from ..config.runtime import device_for, set_threads
     from ..errors import UserError
-    from ..runtime import device_for, set_threads
 
     config = with_engine(load_config(args.config), args)
     methods, seeds, runs = request(args, config)

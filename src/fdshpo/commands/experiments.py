@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 
-from .runs import fmt, text_table, warn
+from ..report.text import terminal_text
+from .runs import text_table, warn
 from .store import add_store_options, store_from_args
 
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from ..records import experiments_overview
+    from ..tracking.reader import experiments_overview
 
     store = store_from_args(args)
     rows, problems = experiments_overview(store, args.best)
@@ -42,6 +43,6 @@ def list_command(args: argparse.Namespace) -> int:
     print(text_table(["EXPERIMENT", "RUNS", "COMPLETE", "INCOMPLETE", "FAILED", "LAST RUN",
                       "BEST RUN", best.upper(), "LATEST (WARM START)"],
                      [[r["experiment"], r["runs"], r["complete"], r["incomplete"], r["failed"],
-                       r["last_run"], r["best_run"], fmt(r["best"]), r["latest"]]
+                       r["last_run"], r["best_run"], terminal_text(r["best"]), r["latest"]]
                       for r in rows]))
     return 0

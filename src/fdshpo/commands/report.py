@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from ..overview import build_overview
     from ..store.layout import OVERVIEW
+    from ..tracking.overview import build_overview
 
     store = store_from_args(args)
     html, problems = build_overview(store, query_from_args(args), args.best)

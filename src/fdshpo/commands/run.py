@@ -13,7 +13,7 @@ import sys
 #: Exit status of ``fdshpo run`` when retraining with the learned schedule diverged.
 RETRAIN_DIVERGED = 3
 #: Exit status of ``fdshpo run`` when the learned schedule's retraining ended about as good as
-#: chance (finite loss; :func:`fdshpo.evaluate.is_collapsed`).
+#: chance (finite loss; :func:`fdshpo.tune.retrain.is_collapsed`).
 RETRAIN_COLLAPSED = 4
 
 
@@ -44,7 +44,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load(args: argparse.Namespace):
     """The validated config with ``--store`` and ``--engine`` applied."""
-    from ..config import check_store_uri, load_config
+    from ..config.experiment import check_store_uri, load_config
 
     config = load_config(args.config)
     if getattr(args, "store", None):
@@ -74,10 +74,10 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from fdshpo.pipelines.local import TaskFailed, run_inline, run_kfp_local
-    from fdshpo.tracking import new_run_id
+    from fdshpo.tracking.recorder import new_run_id
 
     from ..demo import format_schedule
-    from ..formatting import accuracy_text
+    from ..report.text import accuracy_text
 
     config = load(args)
     run_id = args.run_id or new_run_id()

@@ -1,6 +1,6 @@
 """``fdshpo runs list|show|compare|report|reindex``: the runs recorded in a store.
 
-``list`` and ``compare`` read the run index (:mod:`fdshpo.index`) and share the filters of
+``list`` and ``compare`` read the run index (:mod:`fdshpo.tracking.index`) and share the filters of
 :func:`add_query_options`; the output is a table for people, or JSON lines (``--json``) for
 scripts. Nothing here imports torch.
 """
@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..report.text import terminal_text
 from .store import add_store_options, store_from_args
 
 #: ``runs compare`` compares at most this many runs side by side.
@@ -35,7 +36,7 @@ def add_query_options(parser: argparse.ArgumentParser, limit: bool = True) -> No
 
 
 def query_from_args(args: argparse.Namespace):
-    from ..query import Query
+    from ..tracking.query import Query
 
     return Query.from_options(args.experiment, args.status, args.since, args.where,
                               args.sort, getattr(args, "limit", None))
@@ -86,25 +87,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reindex.add_argument("--experiment", default=None, help="only this experiment")
 
 
-def fmt(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
-    return str(value)
-
-
 def text_table(header: list[str], rows: list[list]) -> str:
-    cells = [header] + [[fmt(c) for c in row] for row in rows]
+    cells = [header] + [[terminal_text(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from ..records import has_unindexed_runs, list_runs
-    from ..reindex import verify
+    from ..tracking.reader import has_unindexed_runs, list_runs
+    from ..tracking.reindex import verify
 
     store = store_from_args(args)
     listing = list_runs(store, query_from_args(args))
@@ -128,7 +119,7 @@ def list_command(args: argparse.Namespace) -> int:
                       "METRICS"],
                      [[r["experiment"], r["run_id"], r["status"], r.get("started"),
                        r["outer_steps"], r.get("final_val_loss"),
-                       " ".join(f"{k}={fmt(v)}" for k, v in sorted(r["metrics"].items()))]
+                       " ".join(f"{k}={terminal_text(v)}" for k, v in sorted(r["metrics"].items()))]
                       for r in rows]))
     if len(rows) < listing.matched:
         print(f"({len(rows)} of {listing.matched} matching runs; --limit to see more)")
@@ -136,9 +127,9 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def show_command(args: argparse.Namespace) -> int:
-    from ..formatting import sign_string
-    from ..records import load_run
+    from ..report.text import sign_string
     from ..segments import HYPERPARAMETERS
+    from ..tracking.reader import load_run
 
     run = load_run(store_from_args(args), args.runs[0], args.experiment)
     if args.json:
@@ -161,17 +152,17 @@ def show_command(args: argparse.Namespace) -> int:
     if run.schedule:
         print("\n" + ("final" if run.status == "complete" else "latest") + " schedule:")
         for name, values in run.schedule["values"].items():
-            print(f"  {name:>12}: {fmt(values)}")
+            print(f"  {name:>12}: {terminal_text(values)}")
     if run.metrics:
         print("\nmetrics:")
         for name, value in sorted(run.metrics.items()):
-            print(f"  {name}: {fmt(value)}")
+            print(f"  {name}: {terminal_text(value)}")
     return 0
 
 
 def _compared_refs(args: argparse.Namespace, store) -> list[str]:
     from ..errors import UserError
-    from ..records import list_runs
+    from ..tracking.reader import list_runs
 
     filtered = any((args.experiment and not args.runs, args.status, args.since, args.where,
                     args.sort, args.limit))
@@ -194,7 +185,7 @@ def _compared_refs(args: argparse.Namespace, store) -> list[str]:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from ..records import compare_runs, load_run
+    from ..tracking.reader import compare_runs, load_run
 
     store = store_from_args(args)
     experiment = args.experiment if args.runs else None
@@ -214,8 +205,8 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from ..records import load_run
-    from ..report import build_report
+    from ..report.run_page import build_report
+    from ..tracking.reader import load_run
 
     run = load_run(store_from_args(args), args.runs[0], args.experiment)
     html, _ = build_report(name=run.name, status=run.status, config=run.config,
@@ -227,7 +218,7 @@ def report_command(args: argparse.Namespace) -> int:
 
 
 def reindex_command(args: argparse.Namespace) -> int:
-    from ..reindex import reindex
+    from ..tracking.reindex import reindex
 
     store = store_from_args(args)
     result = reindex(store, args.experiment)

@@ -4,7 +4,7 @@ A library run calls :func:`prepare_dataset` once; every outer step and the final
 call :func:`load_prepared` on the same file, so all of them see exactly the same tensors and the
 same held-out validation split (``fdshpo data prepare`` on the command line). The KFP pipeline's
 prepare component does not use it: it passes the loaded tensors on and each outer step draws
-its own seeded split (:mod:`fdshpo.problem`).
+its own seeded split (:mod:`fdshpo.tune.problem`).
 
 Bundle (a ``torch.save`` file of tensors and plain values, read back with ``weights_only=True``):
 

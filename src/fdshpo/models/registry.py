@@ -33,6 +33,11 @@ def register_model(name: str, builder: Builder, *, overwrite: bool = False) -> N
     _BUILDERS[name] = builder
 
 
+def is_known_model(name: str) -> bool:
+    """Whether ``build_model`` knows ``name``: registered, or of the 'wrn-D-K' family."""
+    return name in _BUILDERS or parse_wrn(name) is not None
+
+
 def known_models() -> list[str]:
     """Registered network names, plus the 'wrn-D-K' family."""
     return sorted(_BUILDERS) + ["wrn-D-K"]

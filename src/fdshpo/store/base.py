@@ -22,12 +22,18 @@ import json
 import re
 import shutil
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ..errors import UserError
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9_=+@-][A-Za-z0-9._=+@-]*$")
+
+
+def iso_utc(epoch: float) -> str:
+    """``epoch`` seconds as an ISO 8601 UTC timestamp to the second: 2026-12-07T17:24:23Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 class StoreError(UserError):

@@ -14,12 +14,13 @@
         plots/<name>.png                                 schedule, hypergradient signs, val loss
         report.html                                      self-contained HTML report
         events/<stamp>-<started|failed>.json             each start and each recorded failure
-        lease/<generation:08d>.json                      who writes the run (fdshpo.lease)
+        lease/<generation:08d>.json                      who writes the run (fdshpo.store.lease)
         run.json                                         the run record: written LAST, with the
                                                          sha256 of every artifact above; a run
                                                          without it is not complete
     index/<experiment>/entries/<run>.<kind>.json         run index: write-once entries ...
-    index/<experiment>/segments/<level>-<digest>.json    ... compacted into segments (fdshpo.index)
+    index/<experiment>/segments/<level>-<digest>.json    ... compacted into segments
+    (fdshpo.tracking.index)
     index/<experiment>/compactor/<generation:08d>.json   lease of the compaction in progress
     overview.html                                        `fdshpo report --experiments`
 

@@ -1,0 +1,250 @@
+"""Budget accounting: every method's cost in plain-SGD-step equivalents and in wall time.
+
+The unit is one plain SGD-momentum step (forward + backward + update) of the problem's network
+at its training batch size, measured on this machine in this process. A :class:`CostModel`
+holds the measured price of every kind of work, in that unit:
+
+    plain step                         1                        (by definition)
+    FDS step with k live tangents      fds_base + per_tangent * k        (forward engine)
+    FDS step in reverse mode           reverse_step                       (reverse engine)
+    one step it recomputes             reverse_recompute
+    forward pass (evaluation)          per_eval_example * examples
+    forward + backward (val gradient)  per_grad_example * examples
+
+A :class:`Ledger` counts the work a method did (pure counts, no clocks) plus the wall seconds it
+took, and converts the counts with a cost model:
+
+    cost = plain_steps + fds_steps * fds_base + fds_columns * per_tangent
+           + reverse_steps * reverse_step + recomputed_steps * reverse_recompute
+           + eval_examples * per_eval_example + grad_examples * per_grad_example
+
+where ``fds_columns`` is the sum over forward-mode FDS steps of the live tangent columns and
+``recomputed_steps`` the steps reverse mode's backward sweep recomputes. An FDS run is charged
+for the engine that runs it (:func:`fds_engine` picks it from the same prices, as
+``engine="auto"`` does, and :func:`fds_run_ledger` counts its work). "Equal budget" means
+equal modelled cost; the wall-clock cost ``seconds / seconds_per_step`` is reported beside it as a
+check of the model. Methods decide what they can afford from the model before doing the work, so
+given a cost model the allocation is deterministic (reproducible and testable); calibration is
+the only timed part.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..engines.base import TangentColumns
+from ..engines.choose import EngineChoice, choose_engine
+from ..engines.forward import ForwardEngine
+from ..engines.inner import train
+from ..engines.prices import EnginePrices, default_memory_limit, timed_seconds
+from ..engines.replay import BatchReplay
+from ..engines.reverse import ReverseEngine, checked_interval, recomputed_steps
+from ..schedule import Schedule
+from ..tune.problem import ClassificationProblem
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Prices of work in plain-step equivalents, and the plain step's wall time in seconds.
+
+    ``reverse_step`` / ``reverse_recompute`` are None in a model without reverse-mode prices
+    (then only the forward engine can be charged, and :func:`fds_engine` picks it)."""
+
+    seconds_per_step: float
+    fds_base: float
+    per_tangent: float
+    per_eval_example: float
+    per_grad_example: float
+    reverse_step: float | None = None
+    reverse_recompute: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, value in self.__dict__.items():
+            if value is not None and not value >= 0:
+                raise ValueError(f"cost model {name} must be non-negative, got {value}")
+        if not self.seconds_per_step > 0:
+            raise ValueError(f"seconds_per_step must be positive, got {self.seconds_per_step}")
+        if (self.reverse_step is None) != (self.reverse_recompute is None):
+            raise ValueError("give both reverse_step and reverse_recompute, or neither")
+
+    def fds_step(self, live_columns: int) -> float:
+        """Cost of one forward-mode FDS step with ``live_columns`` live tangents."""
+        return self.fds_base + self.per_tangent * live_columns
+
+    def engine_prices(self) -> EnginePrices | None:
+        """The engines' prices in plain steps (what ``engine="auto"`` compares), or None
+        without reverse-mode prices."""
+        if self.reverse_step is None:
+            return None
+        return EnginePrices(self.fds_base, self.per_tangent, self.reverse_step,
+                            self.reverse_recompute)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CostModel:
+        return cls(**{k: None if data.get(k) is None else float(data[k])
+                      for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """Counts of work done and wall seconds spent; immutable, combine with ``+``."""
+
+    plain_steps: int = 0
+    fds_steps: int = 0
+    fds_columns: int = 0
+    eval_examples: int = 0
+    grad_examples: int = 0
+    seconds: float = 0.0
+    reverse_steps: int = 0
+    recomputed_steps: int = 0
+
+    def __add__(self, other: Ledger) -> Ledger:
+        return Ledger(*(a + b for a, b in zip(self.__dict__.values(), other.__dict__.values())))
+
+    def with_seconds(self, seconds: float) -> Ledger:
+        return replace(self, seconds=float(seconds))
+
+    def cost(self, model: CostModel) -> float:
+        """Modelled cost in plain-step equivalents (the formula in the module docstring).
+
+        Raises ValueError for reverse-mode work under a model without reverse-mode prices."""
+        reverse = 0.0
+        if self.reverse_steps or self.recomputed_steps:
+            if model.reverse_step is None:
+                raise ValueError("this cost model has no reverse-mode prices; measure one "
+                                 "with fdshpo.baselines.budget.calibrate to charge "
+                                 "reverse-mode FDS runs")
+            reverse = (self.reverse_steps * model.reverse_step
+                       + self.recomputed_steps * model.reverse_recompute)
+        return (self.plain_steps + self.fds_steps * model.fds_base
+                + self.fds_columns * model.per_tangent + reverse
+                + self.eval_examples * model.per_eval_example
+                + self.grad_examples * model.per_grad_example)
+
+    def wall_steps(self, model: CostModel) -> float:
+        """Wall time expressed in plain steps measured in the same process."""
+        return self.seconds / model.seconds_per_step
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def fds_run_ledger(schedule: Schedule, learn, val_examples: int, engine: str = "forward",
+                   recompute_every: int | None = None) -> Ledger:
+    """The work of one FDS inner run of ``engine`` ("forward": tangents for ``learn``;
+    "reverse": the sweeps, with ``recompute_every`` as the run's) and its validation gradient."""
+    T = schedule.num_steps
+    if engine == "reverse":
+        return Ledger(reverse_steps=T, grad_examples=val_examples,
+                      recomputed_steps=recomputed_steps(T, checked_interval(recompute_every, T)))
+    if engine != "forward":
+        raise ValueError(f"an FDS run is charged for the engine that runs it, 'forward' or "
+                         f"'reverse'; got {engine!r} (resolve 'auto' with fds_engine first)")
+    columns = TangentColumns.of(schedule, tuple(learn))
+    live = sum(columns.live(t) for t in range(T))
+    return Ledger(fds_steps=T, fds_columns=live, grad_examples=val_examples)
+
+
+def fds_engine(model: nn.Module, schedule: Schedule, learn, cost_model: CostModel,
+               engine: str = "auto", recompute_every: int | None = None,
+               train_batches=None) -> EngineChoice:
+    """The engine an FDS run of ``model`` uses (``engine="auto"``: the cheaper by
+    ``cost_model``'s prices among those whose state fits,
+    :func:`fdshpo.engines.choose.choose_engine`;
+    ``train_batches`` None: a problem's batches, which reverse mode can read again). Charge it
+    with :func:`fds_run_ledger` and run it by passing its ``engine`` and ``recompute_every``
+    on, so the run is the one charged."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return choose_engine(engine, schedule, learn, sum(p.numel() for p in params),
+                         params[0].element_size(), train_batches,
+                         prices=cost_model.engine_prices(),
+                         memory_limit=default_memory_limit(params[0].device),
+                         recompute_every=recompute_every,
+                         price_source="the comparison's measured cost model")
+
+
+def trial_ledger(num_steps: int, val_examples: int) -> Ledger:
+    """The work of one plain training run of ``num_steps`` steps scored on a validation set."""
+    return Ledger(plain_steps=num_steps, eval_examples=val_examples)
+
+
+def _timed(fn: Callable[[], object], device: str, repeats: int) -> float:
+    """Median wall seconds of ``fn`` over ``repeats`` runs, after one warm-up run."""
+    return timed_seconds(fn, device, repeats, statistics.median_high)
+
+
+def calibrate(problem: ClassificationProblem, schedule: Schedule, learn=("lr", "momentum",
+              "weight_decay"), steps: int = 10, repeats: int = 3) -> CostModel:
+    """Measure a :class:`CostModel` for ``problem``'s network on this machine, now.
+
+    Times ``steps`` plain steps, ``steps`` forward-mode FDS steps with one tangent and with all
+    of ``schedule``'s learned columns live, ``steps`` reverse-mode steps storing every state
+    (no recomputation) and its forward sweep alone (a recomputed step's work), and a forward /
+    forward+backward pass over one batch of the validation batch size; each the median of
+    ``repeats`` after a warm-up. The forward-mode step cost is the straight line through the
+    one-tangent and all-tangents points.
+    """
+    if steps < 1 or repeats < 1:
+        raise ValueError(f"steps and repeats must be positive, got {steps} and {repeats}")
+    task = problem(0, 0, steps)
+    batches = list(task.train_batches)
+    model = task.model
+    device = problem.device
+    loss_fn = nn.functional.cross_entropy
+    plain = Schedule.constant(steps, lr=0.01, momentum=0.5)
+    step_s = _timed(lambda: train(model, loss_fn, batches, plain), device, repeats) / steps
+
+    def fds_seconds(sched: Schedule, names) -> tuple[float, int]:
+        """Seconds per FDS step over the last ``steps`` steps of ``sched`` (all columns live)."""
+        engine = ForwardEngine(model, loss_fn, sched, names)
+        first = sched.num_steps - steps
+
+        def run():  # start at `first`; steps before it count as done with loss 0
+            state = engine.init()
+            state = state._replace(step=first, train_losses=torch.zeros_like(state.train_losses))
+            return engine.advance(state, batches)
+
+        return _timed(run, device, repeats) / steps, len(engine.columns)
+
+    one_s, _ = fds_seconds(Schedule.constant(steps, lr=0.01, momentum=0.5), ("lr",))
+    most = max(schedule.segments[n] for n in learn)
+    full = Schedule.constant(steps * most, lr=0.01, momentum=0.5,
+                             segments={n: schedule.segments[n] for n in schedule.segments})
+    many_s, k_many = fds_seconds(full, learn)
+    per_tangent = max(0.0, (many_s - one_s) / (k_many - 1)) / step_s if k_many > 1 else 0.0
+    fds_base = max(0.0, one_s / step_s - per_tangent)
+
+    val_x = torch.cat([x for x, _ in task.val_batches])[:problem.val_batch_size]
+    val_y = torch.cat([y for _, y in task.val_batches])[:problem.val_batch_size]
+
+    reverse = ReverseEngine(model, loss_fn, plain, learn, recompute_every=1)
+    replay, one_example = BatchReplay(batches, steps), [(val_x[:1], val_y[:1])]
+    sweep_s = _timed(lambda: reverse.advance(reverse.init(), replay, one_example, until=steps),
+                     device, repeats) / steps
+    reverse_s = _timed(lambda: reverse.advance(reverse.init(), replay, one_example), device,
+                       repeats) / steps
+
+    def forward():
+        with torch.no_grad():
+            model(val_x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(val_x), val_y).backward()
+
+    n = len(val_x)
+    eval_s = _timed(forward, device, repeats)
+    grad_s = _timed(forward_backward, device, repeats)
+    model.zero_grad(set_to_none=True)
+    return CostModel(seconds_per_step=step_s, fds_base=fds_base, per_tangent=per_tangent,
+                     per_eval_example=eval_s / n / step_s, per_grad_example=grad_s / n / step_s,
+                     reverse_step=reverse_s / step_s, reverse_recompute=sweep_s / step_s)
+

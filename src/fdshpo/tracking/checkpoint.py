@@ -1,0 +1,239 @@
+"""Checkpoint and resume: inner runs every N steps, the outer loop after every outer step.
+
+Inner checkpoint (``layout.inner_checkpoint``): the engine's whole state
+(:class:`~fdshpo.ForwardState`: theta, velocity, tangents Z and C, training losses, step; or
+:class:`~fdshpo.ReverseState`: the same for the forward sweep plus the stored trajectory states,
+adjoints and hypergradients so far of the backward sweep), which engine it belongs to and why it
+was chosen, the torch CPU RNG state, and a fingerprint of what the run computes (schedule,
+learned names, outer step, replica, engine options, sizes). A resumed run continues with the
+engine of its checkpoint. The data order needs nothing more: a task's batch stream is a function
+of its seed and the step (:class:`~fdshpo.data.batches.ShuffledBatches` restarts at any step;
+any other iterable is advanced past the steps already done,
+:func:`fdshpo.engines.replay.stream_from`).
+Resuming therefore repeats exactly the computation an uninterrupted run does: the
+hypergradients are bit-identical on the CPU, under either engine.
+
+A finished replica's result goes to ``layout.replica_result`` and its inner checkpoints are
+removed; a rerun of that replica returns the stored result without training.
+
+Outer checkpoint (``layout.outer_checkpoint``): ``TuneState.to_dict()`` after each outer step.
+:meth:`OuterCheckpointer.latest` returns the newest checkpoint that reads back intact (sha256
+checked), so a checkpoint cut short by a crash is skipped, never trusted.
+
+Only a *damaged* artifact (:class:`~fdshpo.store.IntegrityError`, or bytes that do not decode)
+is skipped or replaced. Any other store error (an unreachable endpoint, refused credentials),
+which the store has already retried for its deadline, is raised: a network blip must never
+turn into an overwrite of a finished checkpoint or a silent resume from older state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..engines.base import HypergradientResult
+from ..engines.choose import CHOICE_OPTIONS, EngineChoice, make_engine, prepare_engine
+from ..engines.forward import ForwardState
+from ..engines.inner import LossFn
+from ..engines.reverse import ReverseState
+from ..schedule import Schedule
+from ..store.base import ArtifactNotFound, ArtifactStore, IntegrityError, StoreError
+from ..store.layout import RunLayout
+from ..tune.state import InnerTask, TuneState
+
+#: Default inner checkpoint interval in steps (bench/store.py: well under 5% of a step's time).
+DEFAULT_EVERY = 200
+STATES = {"forward": ForwardState, "reverse": ReverseState}
+EngineState = ForwardState | ReverseState
+
+
+def settings_digest(schedule: Schedule, learn: Sequence[str], outer_step: int, replica: int,
+                **engine_options) -> str:
+    """sha256 naming what an inner run computes; a checkpoint only resumes an equal run.
+
+    ``prices`` and ``memory_limit`` only steer ``engine="auto"``'s choice, which a checkpoint
+    records itself: they are left out."""
+    options = {k: v for k, v in engine_options.items() if k not in CHOICE_OPTIONS}
+    blob = json.dumps({"schedule": schedule.to_dict(), "learn": list(learn),
+                       "outer_step": outer_step, "replica": replica,
+                       "engine": {k: options[k] for k in sorted(options)}},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def encode_state(state: EngineState, meta: dict) -> bytes:
+    """``torch.save`` bytes of the engine's state (CPU tensors), the RNG state and ``meta``."""
+    buffer = io.BytesIO()
+    torch.save({"engine": state.engine, "state": state.to_tensors(),
+                "rng": torch.get_rng_state(), "meta": meta}, buffer)
+    return buffer.getvalue()
+
+
+def decode_state(data: bytes, device: torch.device | str = "cpu"
+                 ) -> tuple[EngineState, torch.Tensor, dict]:
+    """(state on ``device``, CPU RNG state, meta) from :func:`encode_state` bytes."""
+    raw = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    state = STATES[raw["engine"]].from_tensors(raw["state"], device)
+    return state, raw["rng"], raw["meta"]
+
+
+def encode_result(result: HypergradientResult, fp: str, seconds: float) -> dict:
+    return {"fingerprint": fp, "val_loss": result.val_loss,
+            "grads": {n: g.tolist() for n, g in result.grads.items()},
+            "train_losses": result.train_losses.to(torch.float64).tolist(),
+            "seconds": seconds,
+            "engine": None if result.engine is None else result.engine.to_dict()}
+
+
+def decode_result(data: dict) -> HypergradientResult:
+    """A stored replica result; ``params`` (theta_T) is not stored and comes back empty."""
+    engine = data.get("engine")
+    return HypergradientResult(float(data["val_loss"]),
+                               {n: torch.tensor(g, dtype=torch.float64)
+                                for n, g in data["grads"].items()},
+                               torch.tensor(data["train_losses"], dtype=torch.float64), {},
+                               None if engine is None else EngineChoice.from_dict(engine))
+
+
+class InnerCheckpointer:
+    """Resumable inner runs of one tracked run (pass it to ``tune``/``run_replica``).
+
+    Args:
+        store: where checkpoints and replica results go.
+        layout: the run's keys (:class:`~fdshpo.store.layout.RunLayout`).
+        every: save the state every ``every`` inner steps (0 disables inner checkpoints; the
+            replica result is still stored and reused).
+        keep: how many of a replica's newest inner checkpoints to keep while it runs.
+    """
+
+    def __init__(self, store: ArtifactStore, layout: RunLayout, every: int = DEFAULT_EVERY,
+                 keep: int = 2) -> None:
+        if not isinstance(every, int) or every < 0:
+            raise ValueError(f"checkpoint interval must be a non-negative int, got {every!r}")
+        if keep < 1:
+            raise ValueError(f"keep must be at least 1, got {keep}")
+        self.store, self.layout, self.every, self.keep = store, layout, every, keep
+        self.saved_seconds = 0.0  # time spent writing inner checkpoints (for the benchmark)
+        self.resumed: list[tuple[int, int, int]] = []  # (outer step, replica, step) resumed at
+
+    # -- inner checkpoints ---------------------------------------------------------------------
+    def checkpoints(self, outer_step: int, replica: int) -> list[str]:
+        return self.store.list(self.layout.inner_checkpoints(outer_step, replica))
+
+    def save(self, state: EngineState, outer_step: int, replica: int, fp: str,
+             choice: EngineChoice | None = None) -> str:
+        started = time.perf_counter()
+        key = self.layout.inner_checkpoint(outer_step, replica, state.step)
+        meta = {"fingerprint": fp, "choice": None if choice is None else choice.to_dict()}
+        self.store.put_bytes(key, encode_state(state, meta), overwrite=True)
+        for old in self.checkpoints(outer_step, replica)[:-self.keep]:
+            self.store.delete(old)
+        self.saved_seconds += time.perf_counter() - started
+        return key
+
+    def load(self, outer_step: int, replica: int, fp: str, device="cpu"
+             ) -> tuple[EngineState, EngineChoice | None] | None:
+        """(state, engine choice) of the newest intact checkpoint of this run, or None
+        (invalid ones are skipped)."""
+        for key in reversed(self.checkpoints(outer_step, replica)):
+            try:
+                state, rng, meta = decode_state(self.store.get_bytes(key), device)
+            except (IntegrityError, ArtifactNotFound, RuntimeError, KeyError, EOFError) as exc:
+                warnings.warn(f"skipping unreadable checkpoint {key}: {exc}", stacklevel=2)
+                continue
+            if meta.get("fingerprint") != fp:
+                warnings.warn(f"skipping checkpoint {key}: it belongs to a different run "
+                              "configuration", stacklevel=2)
+                continue
+            torch.set_rng_state(rng)
+            self.resumed.append((outer_step, replica, state.step))
+            choice = meta.get("choice")
+            return state, None if choice is None else EngineChoice.from_dict(choice)
+        return None
+
+    # -- the resumable replica -----------------------------------------------------------------
+    def result(self, outer_step: int, replica: int, fp: str | None = None
+               ) -> HypergradientResult | None:
+        """The stored result of a finished replica (None when absent or of another config)."""
+        try:
+            data = self.store.get_json(self.layout.replica_result(outer_step, replica))
+        except ArtifactNotFound:
+            return None
+        if fp is not None and data.get("fingerprint") != fp:
+            raise StoreError(
+                f"replica {replica} of outer step {outer_step} in {self.layout.prefix} was "
+                "computed with a different schedule or configuration; start a new run id")
+        return decode_result(data)
+
+    def run(self, task: InnerTask, schedule: Schedule, learn: Sequence[str], loss_fn: LossFn,
+            outer_step: int, replica: int,
+            on_step: Callable[[EngineState], None] | None = None,
+            **engine_options) -> HypergradientResult:
+        """``hypergradient(...)`` of the task, resumed from and checkpointed to the store (with
+        the engine of the checkpoint it resumes from)."""
+        fp = settings_digest(schedule, learn, outer_step, replica, **engine_options)
+        done = self.result(outer_step, replica, fp)
+        if done is not None:
+            return done
+        started = time.perf_counter()
+        device = next(p for p in task.model.parameters() if p.requires_grad).device
+        resumed = self.load(outer_step, replica, fp, device) if self.every else None
+        if resumed is not None:
+            state, choice = resumed
+            engine = make_engine(state.engine, task.model, loss_fn, schedule, learn,
+                                 **engine_options)
+        else:
+            engine, choice = prepare_engine(task.model, loss_fn, task.train_batches, schedule,
+                                            learn, **engine_options)
+            state = engine.init()
+
+        def step_hook(st: EngineState) -> None:
+            if on_step is not None:
+                on_step(st)
+            if self.every and st.step % self.every == 0 and st.step < st.total_steps:
+                self.save(st, outer_step, replica, fp, choice)
+
+        result = engine.run(state, task.train_batches, task.val_batches, step_hook, choice)
+        self.store.put_json(self.layout.replica_result(outer_step, replica),
+                            encode_result(result, fp, time.perf_counter() - started))
+        for key in self.checkpoints(outer_step, replica):
+            self.store.delete(key)
+        return result
+
+
+class OuterCheckpointer:
+    """``TuneState`` after every outer step; ``latest()`` for ``tune(..., resume=...)``."""
+
+    def __init__(self, store: ArtifactStore, layout: RunLayout) -> None:
+        self.store, self.layout = store, layout
+
+    def save(self, state: TuneState) -> str:
+        """Write the state after outer step ``next_outer_step - 1`` (write-once; a damaged
+        checkpoint left by a crash is replaced)."""
+        key = self.layout.outer_checkpoint(state.next_outer_step - 1)
+        try:
+            self.store.get_json(key)
+        except ArtifactNotFound:
+            pass
+        except (IntegrityError, ValueError):  # damaged (not a transient error): replace it
+            self.store.put_json(key, state.to_dict(), overwrite=True)
+            return key
+        self.store.put_json(key, state.to_dict())  # ArtifactExists if a different one is there
+        return key
+
+    def latest(self) -> TuneState | None:
+        """The newest outer checkpoint that reads back intact, or None. Damaged ones are
+        skipped with a warning; other store errors are raised."""
+        for key in reversed(self.store.list(self.layout.outer_checkpoints)):
+            try:
+                return TuneState.from_dict(self.store.get_json(key))
+            except (IntegrityError, ArtifactNotFound, ValueError, KeyError, TypeError) as exc:
+                warnings.warn(f"skipping unreadable outer checkpoint {key}: {exc}",
+                              stacklevel=2)
+        return None
