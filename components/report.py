@@ -37,8 +37,11 @@ def _accuracy(evaluation: dict) -> str:
     return accuracy_text(evaluation["test_accuracy"], evaluation.get("collapsed", False))
 
 
-def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:
-    from fdshpo.report.text import sign_string
+def markdown_summary(config, run_id: str, state: dict, evaluation: dict,
+                     record: dict | None = None) -> str:
+    """The run in Markdown for the KFP UI (``record``: the run record, which says which outer
+    step the learned schedule came from and the engine that ran)."""
+    from fdshpo.report.text import selection_text, sign_string
 
     history = state["history"]
     rows = [f"| {n} | " + ", ".join(f"{v:.4g}" for v in vals) + " |"
@@ -55,6 +58,8 @@ def markdown_summary(config, run_id: str, state: dict, evaluation: dict) -> str:
         f"learned schedule **{_accuracy(learned)}**, initial schedule "
         f"{_accuracy(evaluation['initial'])}.", "",
         f"## Learned schedule ({config.outer.select} outer step)", "",
+        *([f"Validation loss {selection_text(record)}; engine {record.get('engine')}.", ""]
+          if record else []),
         "| hyperparameter | segment values |", "|---|---|", *rows,
         "", "## Outer steps", "", "| step | val loss | hypergradient signs |", "|---|---|---|",
         *steps, ""])
@@ -69,11 +74,11 @@ def report_step(config, run_id: str, state_json: str, evaluation: dict) -> tuple
 
     state = json.loads(state_json)
     rec = recorder(config, run_id)
-    rec.finish(Schedule.from_dict(evaluation["schedule"]), metrics_of(evaluation),
-               converged=bool(state["converged"]))
+    record = rec.finish(Schedule.from_dict(evaluation["schedule"]), metrics_of(evaluation),
+                        converged=bool(state["converged"]))
     html = rec.store.get_bytes(rec.layout.report).decode()
     uri = rec.store.uri.rstrip("/") + "/" + rec.layout.report
-    return markdown_summary(config, run_id, state, evaluation), html, uri
+    return markdown_summary(config, run_id, state, evaluation, record), html, uri
 
 
 def report_component(config_json: str, run_id: str, state: str, evaluation: Input[Artifact],

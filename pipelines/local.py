@@ -35,6 +35,7 @@ class RunSummary:
     metrics: dict
     report: str
     seconds: float
+    record: dict  # the run record (run.json): selection, engine, ...
 
 
 def summarise(config: ExperimentConfig, run_id: str, seconds: float) -> RunSummary:
@@ -45,7 +46,7 @@ def summarise(config: ExperimentConfig, run_id: str, seconds: float) -> RunSumma
     record = rec.store.get_json(rec.layout.record)
     return RunSummary(run_id, rec.store.uri, Schedule.from_dict(record["schedule"]),
                       int(record["outer_steps"]), bool(record["converged"]), record["metrics"],
-                      rec.store.uri.rstrip("/") + "/" + rec.layout.report, seconds)
+                      rec.store.uri.rstrip("/") + "/" + rec.layout.report, seconds, record)
 
 
 def local_threads(config: ExperimentConfig) -> int:

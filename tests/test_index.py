@@ -198,7 +198,8 @@ def test_filters_and_sorting(store, capsys):
 
 
 KNOWN = ("known keys: experiment, run_id, status, started, finished, outer_steps, "
-         "final_val_loss, engine, config_sha256, parent, test_accuracy")
+         "final_val_loss, selected_outer_step, selected_val_loss, engine, config_sha256, "
+         "parent, test_accuracy")
 
 
 @pytest.mark.parametrize("args, message", [

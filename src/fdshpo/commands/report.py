@@ -1,4 +1,5 @@
-"""``fdshpo report --experiments``: write the experiments overview page into the store."""
+"""``fdshpo report [--experiments]``: write the experiments overview page into the store (the
+only page it writes, so ``--experiments`` is the default)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write overview.html at the store's root: per experiment, its runs "
                     "(sortable), the best and latest learned schedules, and links to each "
                     "run's report. A run's own report: `fdshpo runs report`.")
-    parser.add_argument("--experiments", action="store_true", required=True,
-                        help="the overview of every experiment (the only page so far)")
+    parser.add_argument("--experiments", action="store_true",
+                        help="the overview of every experiment (the default, and the only "
+                             "page so far)")
     add_store_options(parser)
     add_query_options(parser, limit=False)
     parser.add_argument("--best", default="-test_accuracy", metavar="KEY",

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from fdshpo.tracking.recorder import new_run_id
 
     from ..demo import format_schedule
-    from ..report.text import accuracy_text
+    from ..report.text import accuracy_text, selection_text
 
     config = load(args)
     run_id = args.run_id or new_run_id()
@@ -100,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
     m = summary.metrics
     print(f"learned schedule after {summary.outer_steps} outer step(s)"
-          + (" (converged)" if summary.converged else "") + ":\n"
+          + (" (converged)" if summary.converged else "")
+          + f", outer.select {config.outer.select}: val loss "
+          + selection_text(summary.record) + f", engine {summary.record.get('engine')}:\n"
           + format_schedule(summary.schedule))
     initial = ("diverged" if m["initial_test_accuracy"] is None
                else f"{m['initial_test_accuracy']:.2%}")

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..report.text import terminal_text
+from ..report.text import selection_text, terminal_text
 from .store import add_store_options, store_from_args
 
 #: ``runs compare`` compares at most this many runs side by side.
@@ -115,10 +115,10 @@ def list_command(args: argparse.Namespace) -> int:
             print("the store holds runs recorded before its run index: run "
                   "`fdshpo runs reindex` once to list them")
         return 0
-    print(text_table(["EXPERIMENT", "RUN", "STATUS", "STARTED", "OUTER STEPS", "VAL LOSS",
-                      "METRICS"],
+    print(text_table(["EXPERIMENT", "RUN", "STATUS", "STARTED", "VAL LOSS (FROM OUTER STEP)",
+                      "ENGINE", "METRICS"],
                      [[r["experiment"], r["run_id"], r["status"], r.get("started"),
-                       r["outer_steps"], r.get("final_val_loss"),
+                       selection_text(r), r.get("engine"),
                        " ".join(f"{k}={terminal_text(v)}" for k, v in sorted(r["metrics"].items()))]
                       for r in rows]))
     if len(rows) < listing.matched:
@@ -134,20 +134,26 @@ def show_command(args: argparse.Namespace) -> int:
     run = load_run(store_from_args(args), args.runs[0], args.experiment)
     if args.json:
         print(json.dumps({"experiment": run.experiment, "run_id": run.run_id,
-                          "status": run.status, "problems": run.problems, "config": run.config,
+                          **run.summary, "problems": run.problems, "config": run.config,
                           "steps": run.steps, "schedule": run.schedule,
                           "metrics": run.metrics}, indent=1))
         return 0
-    print(f"run {run.name}: {run.status}, {len(run.steps)} outer step(s)")
+    summary = run.summary
+    print(f"run {run.name}: {run.status}, {len(run.steps)} outer step(s), engine "
+          f"{terminal_text(summary['engine'])}")
+    print(f"val loss: {selection_text(summary)}")
     for problem in run.problems:
         print(f"  problem: {problem}")
     if run.steps:
+        selected = summary.get("selected_outer_step")
         print()
-        print(text_table(["STEP", "VAL LOSS", "LR", "MOMENTUM", "WEIGHT DECAY", "SIGNS",
-                          "SECONDS"],
-                         [[s["outer_step"], s["val_loss"],
-                           *(s["schedule"]["values"][n] for n in HYPERPARAMETERS),
-                           sign_string(s["hypergradients"]), s.get("seconds")]
+        print(text_table(["OUTER STEP", "VAL LOSS", "LR", "MOMENTUM", "WEIGHT DECAY", "SIGNS",
+                          "SECONDS", "ENGINE"],
+                         [[f"{s['outer_step'] + 1}" + (" (selected)" if s["outer_step"] + 1
+                                                       == selected else ""),
+                           s["val_loss"], *(s["schedule"]["values"][n] for n in HYPERPARAMETERS),
+                           sign_string(s["hypergradients"]), s.get("seconds"),
+                           (s.get("engine") or {}).get("engine")]
                           for s in run.steps]))
     if run.schedule:
         print("\n" + ("final" if run.status == "complete" else "latest") + " schedule:")
@@ -196,7 +202,8 @@ def compare_command(args: argparse.Namespace) -> int:
         print(json.dumps(diff, indent=1))
         return 0
     rows = [["status", *diff["status"]], ["outer steps", *diff["outer_steps"]],
-            ["final val loss", *diff["final_val_loss"]]]
+            ["val loss (from outer step)", *(selection_text(r.summary) for r in runs)],
+            ["engine", *diff["engine"]]]
     rows += [[f"metric {m}", *v] for m, v in diff["metrics"].items()]
     rows += [[f"schedule {n}", *v] for n, v in diff["schedule"].items()]
     rows += [[f"config {k}", *v] for k, v in diff["config_diff"].items()]
@@ -210,7 +217,8 @@ def report_command(args: argparse.Namespace) -> int:
 
     run = load_run(store_from_args(args), args.runs[0], args.experiment)
     html, _ = build_report(name=run.name, status=run.status, config=run.config,
-                           steps=run.steps, schedule=run.schedule, metrics=run.metrics)
+                           steps=run.steps, schedule=run.schedule, metrics=run.metrics,
+                           summary=run.summary)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(html)
     print(f"wrote {args.output} ({run.name}, {run.status})")

@@ -116,7 +116,7 @@ def signs_png(steps: Sequence[Mapping]) -> bytes:
     fig, ax = plt.subplots(figsize=(max(4, 0.5 * len(steps) + 2), max(2, 0.35 * len(rows) + 1)))
     ax.imshow(grid, cmap="bwr", vmin=-1, vmax=1, aspect="auto", interpolation="nearest")
     ax.set_yticks(range(len(rows)), [f"{n}[{k}]" for n, k in rows])
-    ax.set_xticks(range(len(steps)), [str(s["outer_step"]) for s in steps])
+    ax.set_xticks(range(len(steps)), [str(s["outer_step"] + 1) for s in steps])
     ax.set_xlabel("outer step")
     ax.set_title("hypergradient signs (red +, blue -)")
     return _png(fig)
@@ -127,12 +127,12 @@ def val_loss_png(steps: Sequence[Mapping]) -> bytes:
     replica (``replica_val_losses``) as a dot."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot([s["outer_step"] for s in steps], [s["val_loss"] for s in steps], "o-",
+    ax.plot([s["outer_step"] + 1 for s in steps], [s["val_loss"] for s in steps], "o-",
             label="mean over replicas")
     for s in steps:
         losses = s.get("replica_val_losses") or []
         if len(losses) > 1:
-            ax.plot([s["outer_step"]] * len(losses), losses, ".", color="gray")
+            ax.plot([s["outer_step"] + 1] * len(losses), losses, ".", color="gray")
     ax.set_xlabel("outer step")
     ax.set_ylabel("validation loss at the horizon")
     ax.set_title("validation loss")

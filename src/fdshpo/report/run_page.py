@@ -3,7 +3,8 @@
 Plots (:mod:`fdshpo.report.plots`), from the run's per-outer-step records:
 
 - ``schedule``: each hyperparameter's piecewise-constant schedule over the inner steps, one line
-  per outer step (light to dark) and the final schedule in black;
+  per outer step (light to dark) and the final schedule in black, named by the outer step it
+  came from;
 - ``hypergradient_signs``: sign(mean hypergradient) per learned segment and outer step;
 - ``val_loss``: the validation loss at the end of the horizon per outer step.
 
@@ -18,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 
 from ..segments import HYPERPARAMETERS
-from .text import sign_string, value_text
+from .text import selection_text, sign_string, value_text
 
 PAGE_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -29,15 +30,18 @@ img { max-width: 100%; } pre { background: #f7f7f7; padding: 1em; }
 """
 
 
-def build_plots(steps: Sequence[Mapping], schedule: Mapping | None) -> dict[str, bytes]:
-    """``{name: PNG bytes}`` for the three plots of the module docstring."""
+def build_plots(steps: Sequence[Mapping], schedule: Mapping | None,
+                selected: int | None = None) -> dict[str, bytes]:
+    """``{name: PNG bytes}`` for the three plots of the module docstring (``selected``: the
+    1-based outer step the final schedule came from, named in its legend)."""
     from .plots import ramp, schedules_png, signs_png, val_loss_png
 
     labelled = len(steps) <= 8
-    curves = [(f"outer step {s['outer_step']}" if labelled else None, s["schedule"],
+    curves = [(f"outer step {s['outer_step'] + 1}" if labelled else None, s["schedule"],
                {"color": color}) for s, color in zip(steps, ramp(len(steps)))]
     if schedule:
-        curves.append(("final", schedule, {"color": "black", "lw": 2}))
+        curves.append((f"final (outer step {selected})" if selected else "final", schedule,
+                       {"color": "black", "lw": 2}))
     return {"schedule": schedules_png(curves, "schedule per outer step"),
             "hypergradient_signs": signs_png(steps),
             "val_loss": val_loss_png(steps)}
@@ -65,7 +69,8 @@ def page(title: str, body: str, script: str = "", style: str = "") -> str:
 
 
 def build_report(*, name: str, status: str, config: Mapping, steps: Sequence[Mapping],
-                 schedule: Mapping | None, metrics: Mapping) -> tuple[str, dict[str, bytes]]:
+                 schedule: Mapping | None, metrics: Mapping, summary: Mapping | None = None
+                 ) -> tuple[str, dict[str, bytes]]:
     """(self-contained HTML page, ``{plot name: PNG}``) for a run.
 
     Args:
@@ -73,22 +78,31 @@ def build_report(*, name: str, status: str, config: Mapping, steps: Sequence[Map
         config: the recorded configuration; metrics: ``{name: value}``.
         steps: the per-outer-step records (``OuterStepRecord.to_dict()``), in order.
         schedule: the final (or newest) schedule as ``Schedule.to_dict()``, or None.
+        summary: the run's summary (:func:`~fdshpo.report.text.selection_text`'s fields and
+            ``engine``): the page says which outer step the schedule came from, its validation
+            loss and the engine that ran.
     """
-    plots = build_plots(steps, schedule)
+    summary = dict(summary or {"status": status, "outer_steps": len(steps)})
+    selected = summary.get("selected_outer_step")
+    plots = build_plots(steps, schedule, selected)
     images = "".join(f"<figure>{png_img(n, png)}<figcaption>{n}</figcaption></figure>"
                      for n, png in plots.items())
     step_table = table(["outer step", "val loss", "lr", "momentum", "weight decay",
-                        "hypergradient signs", "seconds", "converged"],
-                       [[s["outer_step"], s["val_loss"],
-                         *(s["schedule"]["values"][n] for n in HYPERPARAMETERS),
+                        "hypergradient signs", "seconds", "engine", "converged"],
+                       [[f"{s['outer_step'] + 1}" + (" (selected)" if selected
+                                                     == s["outer_step"] + 1 else ""),
+                         s["val_loss"], *(s["schedule"]["values"][n] for n in HYPERPARAMETERS),
                          sign_string(s["hypergradients"]), s.get("seconds"),
-                         s.get("converged")] for s in steps])
+                         (s.get("engine") or {}).get("engine"), s.get("converged")]
+                        for s in steps])
     final = table(["hyperparameter", "segment values"],
                   [[n, (schedule or {}).get("values", {}).get(n)] for n in HYPERPARAMETERS])
     metric_table = table(["metric", "value"], [[k, v] for k, v in sorted(metrics.items())])
     config_text = html.escape(json.dumps(dict(config), indent=2, sort_keys=True))
     body = f"""<h1>fdshpo run {html.escape(name)}</h1>
-<p>Status: <b>{html.escape(status)}</b>; {len(steps)} outer step(s).</p>
+<p>Status: <b>{html.escape(status)}</b>; {len(steps)} outer step(s); engine
+<b class="engine">{html.escape(value_text(summary.get("engine"), missing="not recorded"))}</b>.</p>
+<p>Validation loss: <b class="selection">{html.escape(selection_text(summary))}</b>.</p>
 <h2>Final schedule</h2>{final}
 <h2>Metrics</h2>{metric_table}
 <h2>Plots</h2>{images}

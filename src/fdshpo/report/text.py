@@ -42,3 +42,29 @@ def value_text(value, digits: int = 6, missing: str = "", brackets: bool = False
 def terminal_text(value) -> str:
     """:func:`value_text` as the CLI's tables show it: ``0.1235``, ``[1, 2]``, ``-``."""
     return value_text(value, digits=4, missing="-", brackets=True)
+
+
+def selection_text(run: Mapping, digits: int = 4) -> str:
+    """A run's result as a person reads it, from its summary (an index entry, a run record):
+    ``"0.4390 (outer step 3 of 6)"``: the validation loss of the outer step whose schedule a
+    complete run returned (``selected_val_loss``, ``selected_outer_step``: 1-based; see
+    :mod:`fdshpo.tracking.selection`); ``"not validated (the last iterate, after outer step
+    6)"`` when it returned a schedule no outer step measured (``outer.select: last``);
+    ``"1.1220 (outer step 6, the latest)"`` for a run still going; a record written before
+    the selection was recorded shows its last outer step's loss and says so."""
+    steps = run.get("outer_steps")
+    final = run.get("final_val_loss")
+    if run.get("status") in ("complete", "corrupt"):
+        if "selected_outer_step" in run:
+            k = run["selected_outer_step"]
+            if k is None:
+                return f"not validated (the last iterate, after outer step {steps})"
+            loss = value_text(run.get("selected_val_loss"), digits, "-")
+            return f"{loss} (outer step {k} of {steps})"
+        if final is None:
+            return "-"
+        return (f"{value_text(final, digits)} (outer step {steps}, the last; selection not "
+                "recorded)")
+    if final is None:
+        return "-"
+    return f"{value_text(final, digits)} (outer step {steps}, the latest)"

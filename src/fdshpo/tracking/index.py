@@ -101,27 +101,31 @@ def engine_of(config: Mapping) -> str | None:
     return str(engine) if engine is not None else None
 
 
-def _common(config_doc: Mapping) -> dict:
+def _common(config_doc: Mapping, ran: Mapping) -> dict:
+    """The fields every entry has; ``engine`` is the engine that ran (``ran``: the record or
+    event; one written before it said so gives the configured engine)."""
     config = config_doc.get("config") or {}
     return {"version": VERSION, "started": config_doc.get("started"),
-            "engine": engine_of(config), "config_sha256": config_sha256(config),
-            "parent": config_doc.get("parent")}
+            "engine": ran["engine"] if "engine" in ran else engine_of(config),
+            "config_sha256": config_sha256(config), "parent": config_doc.get("parent")}
 
 
 def complete_entry(record: Mapping, record_sha256: str, config_doc: Mapping) -> dict:
     """The entry of a complete run: its record (read back verified) and config document."""
-    return {**_common(config_doc), "experiment": record["experiment"],
+    return {**_common(config_doc, record), "experiment": record["experiment"],
             "run_id": record["run_id"], "status": "complete", "at": record["finished"],
             "started": record.get("started") or config_doc.get("started"),
             "finished": record["finished"], "outer_steps": int(record["outer_steps"]),
             "final_val_loss": record.get("final_val_loss"),
+            **{k: record[k] for k in ("selected_outer_step", "selected_val_loss")
+               if k in record},  # absent: recorded before fdshpo said which step it returned
             "metrics": dict(record.get("metrics") or {}), "record_sha256": record_sha256,
             "has_report": "report.html" in (record.get("artifacts") or {}), "error": None}
 
 
 def event_entry(experiment: str, run_id: str, event: Mapping, config_doc: Mapping) -> dict:
     """The entry of a run's start or failure event (``events/<name>.json``)."""
-    return {**_common(config_doc), "experiment": experiment, "run_id": run_id,
+    return {**_common(config_doc, event), "experiment": experiment, "run_id": run_id,
             "status": event["status"], "at": event["at"], "finished": None,
             "outer_steps": int(event.get("outer_steps", 0)),
             "final_val_loss": event.get("final_val_loss"), "metrics": {},
@@ -177,6 +181,8 @@ def check_entry(entry, experiment: str, name: str | None = None) -> dict:
             or entry["outer_steps"] < 0:
         raise ValueError(f"outer_steps is {entry['outer_steps']!r}")
     _check_number(entry, "final_val_loss")
+    _check_number(entry, "selected_val_loss")
+    _check_number(entry, "selected_outer_step")
     if not isinstance(entry["metrics"], dict):
         raise ValueError("metrics is not an object")
     for key in ("started", "finished", "engine", "parent", "error"):

@@ -1,11 +1,13 @@
 """``fdshpo report --experiments``: one static page over every experiment, from the run index.
 
-Per experiment: its runs with their key metrics in a table that sorts on a click of a column
-header (a few lines of inline script), the learned schedules of the best and of the latest
-run plotted together (PNG inlined), and a link from each complete run to its own HTML report.
-The page lives at the store's root (``overview.html``), so each link is the run report's key
-(``experiments/<experiment>/runs/<run>/report.html``) and resolves in a local store's folder,
-a mirror of the bucket, or a static website served from it. Nothing is fetched from elsewhere.
+Per experiment: its runs with their key metrics (the validation loss of the outer step whose
+schedule each run returned, and which step; the engine that ran) in a table that sorts on a
+click of a column header (a few lines of inline script), the learned schedules of the best and
+of the latest run plotted together (PNG inlined), and a link from each complete run to its
+own HTML report. The page lives at the store's root (``overview.html``), so each link is the
+run report's key (``experiments/<experiment>/runs/<run>/report.html``) and resolves in a
+local store's folder, a mirror of the bucket, or a static website served from it. Nothing is
+fetched from elsewhere.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import html
 
 from ..report.run_page import page, png_img
-from ..report.text import value_text
+from ..report.text import selection_text, value_text
 from ..store.base import ArtifactStore, StoreError
 from ..store.layout import RunLayout
 from .index import IndexDamage
@@ -21,8 +23,8 @@ from .query import Query
 from .reader import experiments_overview, latest_run, list_runs
 
 RUNS_STYLE = "table.runs td { white-space: nowrap; } table.runs th { cursor: pointer; }"
-COLUMNS = ("run", "status", "started", "finished", "outer steps", "final val loss", "engine",
-           "parent")
+COLUMNS = ("run", "status", "started", "finished", "outer steps",
+           "val loss (from outer step)", "engine", "parent")
 
 SORT_SCRIPT = """
 document.querySelectorAll("table.runs").forEach(function (table) {
@@ -47,10 +49,11 @@ document.querySelectorAll("table.runs").forEach(function (table) {
 """
 
 
-def _cell(value, link: str | None = None) -> str:
+def _cell(value, link: str | None = None, text: str | None = None) -> str:
+    """A table cell showing ``text`` (default: ``value`` as text) that sorts by ``value``."""
     sort_value = "" if value is None else (repr(float(value)) if isinstance(value, (int, float))
                                            and not isinstance(value, bool) else str(value))
-    text = html.escape(value_text(value))
+    text = html.escape(value_text(value) if text is None else text)
     if link:
         text = f'<a href="{html.escape(link)}">{text}</a>'
     return f'<td data-v="{html.escape(sort_value)}">{text}</td>'
@@ -64,7 +67,8 @@ def _runs_table(experiment: str, rows: list[dict]) -> str:
         link = RunLayout(experiment, row["run_id"]).report if row.get("has_report") else None
         cells = [_cell(row["run_id"], link), _cell(row["status"]), _cell(row.get("started")),
                  _cell(row.get("finished")), _cell(row["outer_steps"]),
-                 _cell(row.get("final_val_loss")), _cell(row.get("engine")),
+                 _cell(row.get("selected_val_loss", row.get("final_val_loss")),
+                       text=selection_text(row, digits=6)), _cell(row.get("engine")),
                  _cell(row.get("parent"))]
         cells += [_cell(row["metrics"].get(m)) for m in metrics]
         body.append("<tr>" + "".join(cells) + "</tr>")

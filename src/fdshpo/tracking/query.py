@@ -1,9 +1,12 @@
 """Which runs to list or compare: filters, sort order and a page size over run summaries.
 
 A run summary is the plain dict an index entry holds (:mod:`fdshpo.tracking.index`): ``experiment``,
-``run_id``, ``status``, ``started``, ``finished``, ``outer_steps``, ``final_val_loss``,
-``engine``, ``config_sha256``, ``parent`` and ``metrics`` (``{name: value}``). A key names one
-of those fields or a metric (``test_accuracy`` or ``metrics.test_accuracy``).
+``run_id``, ``status``, ``started``, ``finished``, ``outer_steps``, ``final_val_loss`` (the
+last outer step's), ``selected_outer_step`` and ``selected_val_loss`` (the outer step whose
+schedule the run returned, 1-based, and its validation loss:
+:mod:`fdshpo.tracking.selection`), ``engine`` (the engine that ran), ``config_sha256``,
+``parent`` and ``metrics`` (``{name: value}``). A key names one of those fields or a metric
+(``test_accuracy`` or ``metrics.test_accuracy``).
 
     query = Query.from_options(experiment="demo", status="complete", since="2026-11-01",
                                where=["test_accuracy>0.9"], sort="-test_accuracy", limit=10)
@@ -26,7 +29,8 @@ from ..errors import UserError
 
 STATUSES = ("complete", "incomplete", "failed")
 FIELDS = ("experiment", "run_id", "status", "started", "finished", "outer_steps",
-          "final_val_loss", "engine", "config_sha256", "parent")
+          "final_val_loss", "selected_outer_step", "selected_val_loss", "engine",
+          "config_sha256", "parent")
 DATE_FIELDS = ("started", "finished")
 DEFAULT_SORT = ("experiment", "run_id")
 

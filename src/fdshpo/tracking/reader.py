@@ -24,8 +24,16 @@ from ..store.layout import (
     latest_pointer,
     parse_run_key,
 )
-from .index import IndexDamage, experiment_names, retrying, unique_entries, winning_entries
+from .index import (
+    IndexDamage,
+    engine_of,
+    experiment_names,
+    retrying,
+    unique_entries,
+    winning_entries,
+)
 from .query import MISSING, Query, Reversed, check_keys, value_of
+from .selection import engine_ran, selection_fields
 
 
 @dataclass
@@ -136,6 +144,25 @@ class RunView:
             return self.record["final_val_loss"]
         return self.steps[-1]["val_loss"] if self.steps else None
 
+    @property
+    def summary(self) -> dict:
+        """What :func:`fdshpo.report.text.selection_text` reads, plus the engine that ran:
+        from the record, else (a record written before these fields, or a run still going)
+        from the outer steps when they were read."""
+        out = {"status": self.status, "outer_steps": self.outer_steps,
+               "final_val_loss": self.final_val_loss}
+        if "selected_outer_step" in self.record:
+            out.update({k: self.record.get(k)
+                        for k in ("selected_outer_step", "selected_val_loss")})
+        elif self.record and self.steps:
+            out.update(selection_fields(self.steps, self.schedule))
+        if "engine" in self.record:
+            out["engine"] = self.record["engine"]
+        else:
+            out["engine"] = engine_ran(self.steps) or (engine_of(self.config) if self.record
+                                                       else None)
+        return out
+
 
 def load_steps(store: ArtifactStore, layout: RunLayout) -> list[dict]:
     keys = [k for k in store.list(layout.key("steps/")) if k.endswith(".json")]
@@ -242,7 +269,8 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def compare_runs(*runs: RunView) -> dict:
-    """Side by side: status, outer steps, final val loss, metrics, final schedule values, and
+    """Side by side: status, outer steps, final val loss (the last outer step's), the selected
+    outer step and its val loss, the engine that ran, metrics, final schedule values, and
     the config keys whose values differ (``{key: (value of each run)}``)."""
     def final_values(run: RunView) -> dict:
         return dict((run.schedule or {}).get("values") or {})
@@ -256,6 +284,9 @@ def compare_runs(*runs: RunView) -> dict:
         "status": [r.status for r in runs],
         "outer_steps": [r.outer_steps for r in runs],
         "final_val_loss": [r.final_val_loss for r in runs],
+        "selected_outer_step": [r.summary.get("selected_outer_step") for r in runs],
+        "selected_val_loss": [r.summary.get("selected_val_loss") for r in runs],
+        "engine": [r.summary["engine"] for r in runs],
         "metrics": {m: [r.metrics.get(m) for r in runs] for m in metric_names},
         "schedule": {n: [s.get(n) for s in schedules]
                      for n in sorted(set().union(*schedules))},

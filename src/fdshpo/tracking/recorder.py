@@ -13,12 +13,13 @@ A run is written through a :class:`RunRecorder` (layout in :mod:`fdshpo.store.la
   heartbeat renews it while this recorder lives), records the config once (a resumed run must
   bring the same one), and writes a ``started`` event and its index entry.
 - ``finish`` writes the final schedule, metrics, plots and HTML report, then the run record
-  ``run.json`` (the sha256 of every artifact of the run) last; then the run's index entry
-  (:mod:`fdshpo.tracking.index`), then moves the experiment's ``latest.json`` pointer (the warm
-  start of
-  scheduled retuning, :func:`latest_schedule`) unless a run that finished later holds it, and
-  releases the lease. A retried ``finish`` (a step that died after ``run.json``) completes
-  the steps after the record; it refuses another schedule or other metrics.
+  ``run.json`` (the sha256 of every artifact of the run, which outer step the schedule came
+  from and its validation loss, the engine that ran: :mod:`fdshpo.tracking.selection`) last;
+  then the run's index entry (:mod:`fdshpo.tracking.index`), then moves the experiment's
+  ``latest.json`` pointer (the warm start of scheduled retuning, :func:`latest_schedule`)
+  unless a run that finished later holds it, and releases the lease. A retried ``finish`` (a
+  step that died after ``run.json``) completes the steps after the record; it refuses another
+  schedule or other metrics.
 - ``fail`` records a failed attempt (an event and its index entry); leaving the ``with``
   block on an exception calls it. A run without ``run.json`` is ``incomplete`` (or ``failed``),
   whatever else it holds.
@@ -77,6 +78,7 @@ from .reader import (  # noqa: F401  (re-exported: the reading side of tracking)
     resolve_run,
     run_names,
 )
+from .selection import engine_ran, selection_fields
 
 RECORD_VERSION = 1
 _CREDENTIAL_KEY = re.compile(r"secret|password|passwd|token|access_?key|credential",
@@ -214,7 +216,8 @@ class RunRecorder:
         history = state.history if state is not None else ()
         event = {"status": status, "at": event_stamp(self.clock),
                  "outer_steps": state.next_outer_step if state is not None else 0,
-                 "final_val_loss": history[-1].val_loss if history else None, "error": error}
+                 "final_val_loss": history[-1].val_loss if history else None,
+                 "engine": engine_ran([r.to_dict() for r in history]), "error": error}
         self.store.put_json(self.layout.event(event_name(event)), event)
         write_entry(self.store, event_entry(self.experiment, self.run_id, event,
                                             self._config_doc() or {}))
@@ -279,13 +282,18 @@ class RunRecorder:
         self.store.put_json(self.layout.metrics, metrics)
         steps = load_steps(self.store, self.layout)
         doc = self._config_doc() or {}
+        last = steps[-1] if steps else {}
+        summary = {"status": "complete", "outer_steps": len(steps),
+                   "final_val_loss": last.get("val_loss"),
+                   **selection_fields(steps, _as_stored(schedule.to_dict())),
+                   "engine": engine_ran(steps)}
         if report:
             from ..report.run_page import build_report
 
             html, plots = build_report(name=f"{self.experiment}/{self.run_id}",
                                        status="complete", config=doc.get("config", {}),
                                        steps=steps, schedule=schedule.to_dict(),
-                                       metrics=metrics)
+                                       metrics=metrics, summary=summary)
             for name, png in plots.items():
                 self._put_rendering(self.layout.plot(name), png)
             self._put_rendering(self.layout.report, html.encode())
@@ -293,14 +301,12 @@ class RunRecorder:
                     for key in self.store.list(self.layout.prefix + "/")
                     if not any(part in key for part in _UNRECORDED)
                     and key != self.layout.record}
-        last = steps[-1] if steps else {}
         record = {
             "version": RECORD_VERSION, "experiment": self.experiment, "run_id": self.run_id,
-            "status": "complete", "started": doc.get("started"), "parent": doc.get("parent"),
-            "finished": iso_utc(self.clock()), "outer_steps": len(steps),
+            **summary, "started": doc.get("started"), "parent": doc.get("parent"),
+            "finished": iso_utc(self.clock()),
             "converged": bool(last.get("converged", False)) if converged is None else converged,
-            "final_val_loss": last.get("val_loss"), "metrics": metrics,
-            "schedule": schedule.to_dict(), "artifacts": manifest,
+            "metrics": metrics, "schedule": schedule.to_dict(), "artifacts": manifest,
             "config_sha256": config_sha256(doc.get("config", {})),
         }
         self.store.put_json(self.layout.record, record)
