@@ -68,7 +68,8 @@ def open_run_store(config: ExperimentConfig):
     """The :class:`~fdshpo.store.ArtifactStore` named by ``config.store``."""
     from fdshpo.store import open_store
 
-    return open_store(config.store.uri, s3_endpoint=config.store.endpoint)
+    return open_store(config.store.uri, s3_endpoint=config.store.endpoint,
+                      endpoint_setting="store.endpoint")
 
 
 def recorder(config: ExperimentConfig, run_id: str, owner: str | None = None):
@@ -81,10 +82,12 @@ def recorder(config: ExperimentConfig, run_id: str, owner: str | None = None):
 
 
 def load_dataset(config: ExperimentConfig) -> TensorDataset:
-    """The configured dataset from fdshpo.data's registry."""
+    """The configured dataset from fdshpo.data's registry (a not-found message names the
+    config's ``data.root``, the one source a config sets)."""
     from fdshpo.data import load_dataset as load
+    from fdshpo.data.registry import CONFIG_SETTINGS
 
-    return load(config.data.dataset, root=config.data.root)
+    return load(config.data.dataset, root=config.data.root, settings=CONFIG_SETTINGS)
 
 
 def save_dataset(dataset: TensorDataset, path: str | Path) -> None:

@@ -7,6 +7,7 @@ Both end with the run's record in the store and return a :class:`RunSummary`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -75,28 +76,61 @@ def _environment(**values: str):
                 os.environ[k] = v
 
 
+class _LogHandler(logging.Handler):
+    """kfp.local's own log records (each task's start, status and outputs: the ``state:`` JSON
+    dumps), into the run's log only."""
+
+    def __init__(self, output: _TaskOutput) -> None:
+        super().__init__(logging.INFO)
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.output.log_only(_ANSI.sub("", self.format(record)))
+
+
 @contextlib.contextmanager
 def _kfp_output(output: _TaskOutput):
     """Route kfp.local's component output through ``output``, and keep prints as they are:
     kfp.local indents component output by swapping the global ``print``, and with ParallelFor
-    threads the indentation piles up (megabytes of spaces)."""
+    threads the indentation piles up (megabytes of spaces). Unless ``output.verbose``,
+    kfp.local's own logging (a block per task, with every output parameter's JSON) goes to the
+    run's log only."""
     from kfp.local import logging_utils, subprocess_task_handler
 
     original_indent = logging_utils.indented_print
     original_name = logging_utils.format_task_name
+    original_context = logging_utils.local_logger_context
+    original_line = logging_utils.print_horizontal_line
 
     def format_task_name(task_name: str) -> str:
         output.task_started(task_name)  # kfp names a task just before running it (same thread)
         return original_name(task_name)
 
+    @contextlib.contextmanager
+    def log_only_context():
+        logger = logging.getLogger()
+        level, handlers = logger.level, logger.handlers[:]
+        logger.handlers = [_LogHandler(output)]
+        logger.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            logger.handlers = handlers
+            logger.setLevel(level)
+
     logging_utils.indented_print = lambda num_spaces=4: contextlib.nullcontext()
     logging_utils.format_task_name = format_task_name
+    if not output.verbose:
+        logging_utils.local_logger_context = log_only_context
+        logging_utils.print_horizontal_line = lambda: None
     subprocess_task_handler.print = output
     try:
         yield
     finally:
         logging_utils.indented_print = original_indent
         logging_utils.format_task_name = original_name
+        logging_utils.local_logger_context = original_context
+        logging_utils.print_horizontal_line = original_line
         subprocess_task_handler.__dict__.pop("print", None)
 
 
@@ -123,16 +157,20 @@ class _TaskOutput:
     def close(self) -> None:
         self._log.close()
 
-    def __call__(self, *args, **kwargs) -> None:
-        line = " ".join(str(a) for a in args)
+    def log_only(self, text: str) -> None:
+        """``text`` into the run's log, tagged with the current task; not on the console."""
         task = getattr(self._state, "task", "")
         with self._lock:
-            for part in line.rstrip("\n").split("\n"):
+            for part in text.rstrip("\n").split("\n"):
                 self._log.write(f"[{task}] {part}\n" if part.strip() else "")
             self._log.flush()
+
+    def __call__(self, *args, **kwargs) -> None:
+        line = " ".join(str(a) for a in args)
+        self.log_only(line)
         if self.verbose:
             print(*args, **kwargs)
-        elif self._shown(line.rstrip("\n"), task):
+        elif self._shown(line.rstrip("\n"), getattr(self._state, "task", "")):
             print(*args, **kwargs)
 
     def _shown(self, line: str, task: str) -> bool:
@@ -167,7 +205,7 @@ class TaskFailed(Exception):
     def __str__(self) -> str:
         return (f"pipeline task {self.task!r} failed: {self.message}\n"
                 f"  full log (every task's output, tracebacks included): {self.log_path}\n"
-                "  FDSHPO_KFP_VERBOSE=1 shows it all on the console")
+                "  --verbose (or FDSHPO_KFP_VERBOSE=1) shows it all on the console")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -181,14 +219,16 @@ def _failed_task(error: str) -> str | None:
 
 
 def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,
-                  pipeline_root: str | None = None, arguments: dict | None = None
-                  ) -> RunSummary:
+                  pipeline_root: str | None = None, arguments: dict | None = None,
+                  verbose: bool | None = None) -> RunSummary:
     """Run the compiled pipeline with ``kfp.local.SubprocessRunner(use_venv=False)``.
 
     Component artifacts and the run's log (``fdshpo-run.log``) go to ``pipeline_root``
     (default: a temporary folder, removed after a successful run, kept after a failure); the
     run's record goes to the config's store. ``arguments`` overrides pipeline parameters, as a
-    user could on a cluster.
+    user could on a cluster. The console shows what the components print (a line per outer
+    step); ``verbose`` (default: ``$FDSHPO_KFP_VERBOSE`` set) shows everything, kfp.local's
+    per-task blocks and tracebacks included.
 
     Raises:
         TaskFailed: a task failed (its name, error line and the log's path).
@@ -201,8 +241,9 @@ def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,
     threads = local_threads(config)
     root = pipeline_root or tempfile.mkdtemp(prefix="fdshpo-kfp-")
     Path(root).mkdir(parents=True, exist_ok=True)
-    output = _TaskOutput(Path(root) / "fdshpo-run.log",
-                         verbose=bool(os.environ.get("FDSHPO_KFP_VERBOSE")))
+    if verbose is None:
+        verbose = bool(os.environ.get("FDSHPO_KFP_VERBOSE"))
+    output = _TaskOutput(Path(root) / "fdshpo-run.log", verbose=verbose)
     started = time.perf_counter()
     failed = False
     try:

@@ -48,3 +48,36 @@ def test_verbose_shows_everything(tmp_path, capsys):
         show(line, end="")
     show.close()
     assert capsys.readouterr().out == EXECUTOR_OUTPUT
+
+
+def _kfp_logs_a_task():
+    """What kfp.local logs around each task (task_dispatcher.py): a block with its outputs."""
+    import logging
+
+    from kfp.local import logging_utils
+
+    with logging_utils.local_logger_context():
+        logging.info("Executing task 'outer-component-step-1'")
+        logging.info("Task 'outer-component-step-1' outputs:\n    state: '{\"schedule\": 1}'")
+        logging_utils.print_horizontal_line()
+
+
+def test_kfp_locals_task_blocks_go_to_the_log_unless_verbose(tmp_path, capsys):
+    from fdshpo.pipelines.local import _kfp_output
+
+    show = _TaskOutput(tmp_path / "run.log", verbose=False)
+    show.task_started("outer-component-step-1")
+    with _kfp_output(show):
+        _kfp_logs_a_task()
+    show.close()
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == ""
+    log = (tmp_path / "run.log").read_text()
+    assert "Executing task 'outer-component-step-1'" in log and "state: '{\"schedule\": 1}'" in log
+
+    show = _TaskOutput(tmp_path / "verbose.log", verbose=True)
+    with _kfp_output(show):
+        _kfp_logs_a_task()
+    show.close()
+    out = capsys.readouterr().out
+    assert "state: '{\"schedule\": 1}'" in out and "-" * 20 in out

@@ -143,7 +143,7 @@ def test_unreachable_endpoint_fails_after_the_retry_deadline(s3_env):
     store = open_store("s3://bucket-x", s3_endpoint="http://127.0.0.1:9", deadline=1.5)
     started = time.monotonic()
     with pytest.raises(StoreError, match="cannot reach S3 endpoint http://127.0.0.1:9.*"
-                                         "check --s3-endpoint / AWS_ENDPOINT_URL"):
+                                         "check --s3-endpoint, that the server"):
         store.get_bytes("a")
     elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 1.5 + 20  # it retried (after 0.5 s and 1 s), then gave up

@@ -4,6 +4,8 @@ Each module in ``COMMAND_MODULES`` defines ``register(subparsers)``, which adds 
 and sets ``func`` (``func(args) -> int | None``) on the parser. Errors a user can fix
 (:class:`~fdshpo.errors.UserError`, ``ValueError``, ``FileNotFoundError``) print one
 ``fdshpo: error: ...`` line and exit with status 2; ``FDSHPO_DEBUG=1`` shows the traceback.
+A reader that stops reading (``fdshpo runs show RUN | head``) ends the command quietly with
+status 141, as a process killed by SIGPIPE would.
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fdshpo",
-        description="Learn SGD-momentum hyperparameter schedules with exact forward-mode "
-                    "hypergradients (FDS).")
+        description="Learn SGD-momentum hyperparameter schedules (learning rate, momentum, "
+                    "weight decay over a whole run) by sign descent on exact hypergradients of "
+                    "the validation loss (FDS), computed in forward or checkpointed reverse "
+                    "mode, whichever is cheaper; locally or as a Kubeflow pipeline.")
     parser.add_argument("--version", action="version", version=f"fdshpo {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
@@ -71,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fdshpo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout's reader is gone: say nothing more, and keep Python's exit-time flush of
+        # stdout from raising again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
+
+
+#: exit status after the reader of stdout went away (128 + SIGPIPE, as the shell reports)
+SIGPIPE_STATUS = 141
 
 
 if __name__ == "__main__":

@@ -62,9 +62,11 @@ def build(config, device: str):
     """(problem, space, initial values, method options) from an ExperimentConfig."""
     from ..baselines import SearchSpace
     from ..data import load_dataset
+    from ..data.registry import CONFIG_SETTINGS
     from ..errors import UserError
 
-    problem = config.problem(load_dataset(config.data.dataset, root=config.data.root), device)
+    problem = config.problem(load_dataset(config.data.dataset, root=config.data.root,
+                                         settings=CONFIG_SETTINGS), device)
     s = config.schedule
     try:
         space = SearchSpace(s.horizon, s.segments, {n: tuple(b) for n, b in s.bounds.items()

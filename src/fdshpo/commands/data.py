@@ -18,8 +18,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prepare", help="write a checksummed tensor bundle with a fixed validation split")
     prepare.add_argument("name", help="dataset name (see `fdshpo data list`)")
     prepare.add_argument("-o", "--output", required=True, type=Path, help="bundle file to write")
-    prepare.add_argument("--val-fraction", type=float, default=0.05)
-    prepare.add_argument("--split-seed", type=int, default=0)
+    prepare.add_argument("--val-fraction", type=float, default=0.05, metavar="F",
+                         help="share of the training set held out for validation (default "
+                              "0.05)")
+    prepare.add_argument("--split-seed", type=int, default=0, metavar="S",
+                         help="seed of the train/validation split (default 0)")
     add_source_arguments(prepare)
     prepare.set_defaults(func=run_prepare)
 
@@ -27,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     upload.add_argument("folder", type=Path, help="folder holding the dataset's files")
     upload.add_argument("--store", required=True, help="store URI (path, file://, s3://)")
     upload.add_argument("--prefix", required=True, help="key prefix, e.g. datasets/cifar10")
-    upload.add_argument("--s3-endpoint", default=None)
+    upload.add_argument("--s3-endpoint", default=None, metavar="URL",
+                        help="S3 endpoint for an s3:// store (default $AWS_ENDPOINT_URL)")
     upload.set_defaults(func=run_upload)
 
 
@@ -39,7 +43,8 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-store", default=None, help="store URI holding the files")
     parser.add_argument("--data-store-prefix", default=None,
                         help="key prefix in the store (default datasets/NAME)")
-    parser.add_argument("--s3-endpoint", default=None)
+    parser.add_argument("--s3-endpoint", default=None, metavar="URL",
+                        help="S3 endpoint for an s3:// --data-store (default $AWS_ENDPOINT_URL)")
     parser.add_argument("--download", action="store_true",
                         help="let torchvision download the dataset (needs internet)")
 

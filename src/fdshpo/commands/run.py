@@ -64,12 +64,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kfp-root", metavar="DIR",
                         help="keep kfp.local's component outputs here (default: a temporary "
                              "folder, removed after the run)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show kfp.local's per-task detail (each task's outputs, "
+                             "the executor's bookkeeping, tracebacks); by default they go only "
+                             "to the run's log, fdshpo-run.log in the --kfp-root folder")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit 0 after a finished run, 1 when a pipeline task failed (its name, error line and
-    log path are printed; FDSHPO_KFP_VERBOSE=1 raises with the full traceback instead), 3 when
+    log path are printed; --verbose or FDSHPO_KFP_VERBOSE=1 raises with the full traceback
+    instead), 3 when
     the learned schedule's retraining diverged, 4 when it collapsed to about chance."""
     import os
 
@@ -92,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
                              progress=lambda line: print("  " + line, flush=True))
     else:
         try:
-            summary = run_kfp_local(config, run_id, retune=retune, pipeline_root=args.kfp_root)
+            summary = run_kfp_local(config, run_id, retune=retune, pipeline_root=args.kfp_root,
+                                    verbose=args.verbose or None)
         except TaskFailed as exc:
-            if os.environ.get("FDSHPO_KFP_VERBOSE"):
+            if args.verbose or os.environ.get("FDSHPO_KFP_VERBOSE"):
                 raise
             print(f"fdshpo: error: {exc}", file=sys.stderr)
             return 1

@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--experiment", default=None, help="the run's experiment")
     report.add_argument("runs", nargs=1, metavar="RUN",
                         help="EXPERIMENT/RUN_ID or a unique run id (prefix)")
-    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html")
+    report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.html",
+                        help="the page to write (plots inlined: one self-contained file)")
 
     reindex = action("reindex", "rebuild the run index from the run records (stores written "
                                 "before the index, or a damaged index)", reindex_command)

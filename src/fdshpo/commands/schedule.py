@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .run import add_config_arguments, load
-from .submit import add_host_arguments, client
+from .submit import add_host_arguments, client, kfp_errors
 
 _CRON_FIELD = set("0123456789*/,-?LW#ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cron = kfp_cron(args.cron)
     config = load(args)
     experiment = args.experiment or config.experiment
-    kfp_client = client(args)
-    with tempfile.TemporaryDirectory(prefix="fdshpo-schedule-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="fdshpo-schedule-") as tmp, kfp_errors(args):
+        kfp_client = client(args)
         package = compile_pipeline(config, Path(tmp) / "pipeline.yaml",
                                    retune=args.pipeline == "retune")
         exp = kfp_client.create_experiment(experiment, namespace=args.namespace)

@@ -22,10 +22,20 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
                              "come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
 
 
-def store_from_args(args: argparse.Namespace):
-    from ..store import open_store
+def store_from_args(args: argparse.Namespace, existing: bool = True):
+    """The store of ``--store`` / ``--s3-endpoint``. With ``existing`` (every command that
+    reads a store) a local store must be a directory already: a mistyped path is an error,
+    not an empty store (an S3 store's missing bucket is reported on first use)."""
+    from ..errors import UserError
+    from ..store import LocalStore, open_store
 
-    return open_store(args.store, s3_endpoint=args.s3_endpoint)
+    store = open_store(args.store, s3_endpoint=args.s3_endpoint)
+    if existing and isinstance(store, LocalStore) and not store.root.is_dir():
+        given = "--store" if args.store else "the default store ($FDSHPO_STORE or ./fdshpo-store)"
+        raise UserError(f"no store at {store.root} ({given}): no such directory; check the "
+                        "path (a store is the folder a run wrote, e.g. ./fdshpo-store after "
+                        "`make demo`)")
+    return store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     init = sub.add_parser("init", help="create a store (an S3 bucket if it is missing)")
     init.add_argument("uri", metavar="URI", help="a directory, file://PATH or s3://BUCKET[/P]")
-    init.add_argument("--s3-endpoint", metavar="URL", default=None)
+    init.add_argument("--s3-endpoint", metavar="URL", default=None,
+                      help="S3 endpoint for an s3:// URI (default $AWS_ENDPOINT_URL)")
     init.add_argument("--minio-user-dir", metavar="DIR", default=None,
                       help="MinIO only, with the root keys in AWS_*: also create the user whose "
                            "keys are in DIR/accesskey and DIR/secretkey, allowed to read, write "
@@ -89,7 +100,7 @@ def mirror_command(args: argparse.Namespace) -> int:
     from ..store import open_store
     from ..store.mirror import mirror
 
-    store = store_from_args(args)
+    store = store_from_args(args, existing=args.direction == "backup")
     other = open_store(args.other, s3_endpoint=args.s3_endpoint)
     source, destination = (store, other) if args.direction == "backup" else (other, store)
     report = mirror(source, destination, args.prefix)

@@ -9,8 +9,8 @@ said to look. Loaders raise :class:`DatasetNotFound` listing every place they lo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,19 @@ class DataRequest:
     store_prefix: str | None = None
     s3_endpoint: str | None = None
     download: bool = False
+    settings: Mapping[str, str] = field(default_factory=lambda: dict(LIBRARY_SETTINGS))
+
+
+#: How a caller of :func:`load_dataset` sets each source (``path``, ``root``, ``store``,
+#: ``download``), as the not-found message names it: the library's arguments and the CLI's
+#: options (``fdshpo data prepare``). A caller passes its own (``settings=``); a source it
+#: cannot set is left out of the advice.
+LIBRARY_SETTINGS = {"path": "path=FOLDER (CLI: --data-path FOLDER)",
+                    "root": "root=, --data-root or $FDSHPO_DATA_ROOT",
+                    "store": "store=URI (CLI: --data-store URI)",
+                    "download": "download=True (CLI: --download)"}
+#: An experiment config (``fdshpo run``, the pipeline's components) sets only the data root.
+CONFIG_SETTINGS = {"root": "data.root in the config, or $FDSHPO_DATA_ROOT"}
 
 
 Loader = Callable[[DataRequest], TensorDataset]
@@ -75,8 +88,12 @@ def known_datasets() -> list[str]:
 
 def load_dataset(name: str, root: str | Path | None = None, *, path: str | Path | None = None,
                  store: Any = None, store_prefix: str | None = None,
-                 s3_endpoint: str | None = None, download: bool = False) -> TensorDataset:
+                 s3_endpoint: str | None = None, download: bool = False,
+                 settings: Mapping[str, str] | None = None) -> TensorDataset:
     """The dataset ``name`` as normalised in-memory tensors (CPU, float32 images).
+
+    ``settings``: how the caller's user sets each source, for the not-found message
+    (default :data:`LIBRARY_SETTINGS`; an experiment config passes :data:`CONFIG_SETTINGS`).
 
     Raises:
         UserError: unknown ``name`` (the message lists the known names).
@@ -89,5 +106,6 @@ def load_dataset(name: str, root: str | Path | None = None, *, path: str | Path 
                         "(add your own with fdshpo.data.register_dataset)")
     request = DataRequest(name=name, root=Path(root) if root is not None else default_data_root(),
                           path=Path(path) if path is not None else None, store=store,
-                          store_prefix=store_prefix, s3_endpoint=s3_endpoint, download=download)
+                          store_prefix=store_prefix, s3_endpoint=s3_endpoint, download=download,
+                          settings=dict(settings or LIBRARY_SETTINGS))
     return _LOADERS[name](request)

@@ -118,7 +118,9 @@ def locate(request: DataRequest, plan: SourcePlan, check: Check) -> tuple[Path, 
     if plan.download is None:
         looked.append("download: torchvision cannot download this dataset")
     elif not request.download:
-        looked.append("torchvision download: not enabled (pass download=True)")
+        looked.append("torchvision download: not enabled" + (
+            f" (pass {request.settings['download']})" if "download" in request.settings
+            else ""))
     else:
         try:
             plan.download(request.root)
@@ -139,14 +141,20 @@ def locate(request: DataRequest, plan: SourcePlan, check: Check) -> tuple[Path, 
 
 
 def _how_to(request: DataRequest, plan: SourcePlan) -> str:
-    ways = ["pass path=FOLDER holding the files (CLI: --data-path)",
-            f"put the files under the data root {request.root} in the layout "
-            + " or ".join(f"{f}/" for f in plan.root_folders)
-            + " (the root is root=, --data-root or $FDSHPO_DATA_ROOT)",
-            *plan.how_to,
-            f"upload the files to an object store under the prefix "
-            f"{request.store_prefix or 'datasets/' + request.name}/ (fdshpo data upload) and pass "
-            "store=URI (--data-store)"]
-    if plan.download is not None:
-        ways.append("on a machine that is online, pass download=True (--download)")
+    """The ways to provide the data that the caller can set, named as its user sets them
+    (``request.settings``: the library's and CLI's names, or an experiment config's keys)."""
+    setting = request.settings
+    ways = []
+    if "path" in setting:
+        ways.append(f"pass the folder holding the files: {setting['path']}")
+    ways.append(f"put the files under the data root {request.root} in the layout "
+                + " or ".join(f"{f}/" for f in plan.root_folders)
+                + (f" (the root is {setting['root']})" if "root" in setting else ""))
+    ways += plan.how_to
+    if "store" in setting:
+        ways.append(f"upload the files to an object store under the prefix "
+                    f"{request.store_prefix or 'datasets/' + request.name}/ (fdshpo data "
+                    f"upload) and pass {setting['store']}")
+    if plan.download is not None and "download" in setting:
+        ways.append(f"on a machine that is online, pass {setting['download']}")
     return "Provide the data in one of these ways:\n  - " + "\n  - ".join(ways)

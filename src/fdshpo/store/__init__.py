@@ -79,12 +79,14 @@ def parse_store_uri(uri: str) -> StoreLocation:
 
 
 def open_store(uri: str | os.PathLike | None = None, s3_endpoint: str | None = None,
-               **s3_options) -> ArtifactStore:
+               endpoint_setting: str = "--s3-endpoint", **s3_options) -> ArtifactStore:
     """The store named by ``uri``: a path, ``file://...`` or ``s3://bucket[/prefix]``.
 
     ``uri`` defaults to :func:`default_store_uri`. For S3 the endpoint comes from
     ``s3_endpoint`` or ``AWS_ENDPOINT_URL`` and the keys from the environment or a mounted
     Secret (:mod:`fdshpo.store.credentials`). Nothing is contacted until the first operation.
+    ``endpoint_setting`` names how the caller's user sets ``s3_endpoint`` (``--s3-endpoint``,
+    a config's ``store.endpoint``): an unreachable endpoint's message says which to check.
 
     Raises StoreError for an invalid URI (:func:`parse_store_uri`) or missing keys.
     """
@@ -96,8 +98,14 @@ def open_store(uri: str | os.PathLike | None = None, s3_endpoint: str | None = N
     from .s3 import S3Store
 
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if s3_endpoint:
+        hint = endpoint_setting
+    elif os.environ.get("AWS_ENDPOINT_URL"):
+        hint = "AWS_ENDPOINT_URL"
+    else:
+        hint = f"{endpoint_setting} / AWS_ENDPOINT_URL (neither is set: AWS S3)"
     return S3Store(location.bucket, location.prefix, parse_endpoint(s3_endpoint),
-                   resolve_credentials(), region=region, **s3_options)
+                   resolve_credentials(), region=region, endpoint_hint=hint, **s3_options)
 
 
 __all__ = [

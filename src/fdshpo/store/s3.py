@@ -59,12 +59,16 @@ class S3Store(ArtifactStore):
         region: optional region name.
         connect_timeout / read_timeout: per-request socket timeouts in seconds.
         deadline: seconds within which a failing operation is retried before giving up.
+        endpoint_hint: where the user set the endpoint (``store.endpoint``,
+            ``--s3-endpoint``, ``AWS_ENDPOINT_URL``), named by an unreachable endpoint's error.
     """
 
     def __init__(self, bucket: str, prefix: str, endpoint: Endpoint, credentials: Credentials,
                  region: str | None = None, connect_timeout: float = 4.0,
-                 read_timeout: float = 60.0, deadline: float = 15.0) -> None:
+                 read_timeout: float = 60.0, deadline: float = 15.0,
+                 endpoint_hint: str = "--s3-endpoint / AWS_ENDPOINT_URL") -> None:
         self.bucket = bucket
+        self.endpoint_hint = endpoint_hint  # where the endpoint was set, for messages
         self.prefix = prefix.strip("/")
         self.endpoint = endpoint
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -106,13 +110,13 @@ class S3Store(ArtifactStore):
             reason = getattr(exc, "reason", None) or exc
             return StoreError(self._redact(
                 f"cannot reach {self._where()} to {what} within {self.deadline:.0f}s "
-                f"({type(reason).__name__}): check --s3-endpoint / AWS_ENDPOINT_URL, that "
+                f"({type(reason).__name__}): check {self.endpoint_hint}, that "
                 "the server is running, and http:// vs https://"))
         if isinstance(exc, InvalidResponseError):
             return StoreError(self._redact(
                 f"{self._where()}: cannot {what}: the endpoint answered HTTP "
                 f"{getattr(exc, '_code', '?')} without an S3 error body; is it an S3 server? "
-                "check --s3-endpoint / AWS_ENDPOINT_URL"))
+                f"check {self.endpoint_hint}"))
         return StoreError(self._redact(f"{self._where()}: cannot {what}: {exc}"))
 
     def _no_bucket(self) -> StoreError:
