@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -146,3 +147,70 @@ def test_overview_links_resolve_in_an_s3_store(s3_bucket, s3_env):
     assert links == ["experiments/exp/runs/r2/report.html"]
     assert all(store.exists(link) for link in links)
     assert not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def _serve(directory: Path):
+    """Python's plain ``http.server`` over ``directory`` on 127.0.0.1, as an unprivileged
+    user when the tests run as root (root reads any file, whatever its mode): (process, URL)."""
+    import subprocess
+
+    user = "nobody" if os.geteuid() == 0 else None
+    python = "/usr/bin/python3" if user and Path("/usr/bin/python3").exists() else sys.executable
+    proc = subprocess.Popen([python, "-u", "-m", "http.server", "--bind", "127.0.0.1",
+                             "--directory", str(directory), "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, user=user, cwd="/")
+    line = proc.stdout.readline()  # "Serving HTTP on 127.0.0.1 port N (http://...) ..."
+    match = re.search(r"port (\d+)", line)
+    if not match:
+        proc.kill()
+        pytest.fail(f"http.server did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{match.group(1)}"
+
+
+def test_the_store_served_by_a_plain_http_server_shows_every_page(tmp_path):
+    """`fdshpo report` then `python -m http.server` in the store's folder, as another user:
+    the overview, its images and each run's report load (artifacts are 0644, not 0600)."""
+    import stat
+    import tempfile
+
+    sync_playwright = _browser_or_skip()
+    root = Path(tempfile.mkdtemp(prefix="fdshpo-served-"))  # tmp_path is 0700: others
+    root.chmod(0o755)                                       # could not enter it
+    try:
+        store = open_store(root / "store")
+        names = _record_runs(store)
+        assert cli(["report", "--store", str(root / "store")]) == 0
+        modes = {p.relative_to(root).as_posix(): stat.S_IMODE(p.stat().st_mode)
+                 for p in (root / "store").rglob("*") if p.is_file()}
+        assert modes["store/overview.html"] == 0o644
+        assert {k: oct(m) for k, m in modes.items() if m != 0o644} == {}
+        server, url = _serve(root / "store")
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+                try:
+                    page = browser.new_page()
+                    statuses = []
+                    page.on("response", lambda r: statuses.append((r.url, r.status)))
+                    assert page.goto(f"{url}/{OVERVIEW}").status == 200
+                    images = page.evaluate("Array.from(document.images).map("
+                                           "i => [i.complete, i.naturalWidth])")
+                    assert len(images) == 2 and all(ok and w > 0 for ok, w in images)
+                    assert "after outer step 2" in page.locator("table.runs").first.inner_text()
+                    page.locator("section#cifar a", has_text=names[2].split("/")[1]).click()
+                    page.wait_for_load_state()
+                    assert page.url == f"{url}/experiments/{names[2].split('/')[0]}/runs/" \
+                        f"{names[2].split('/')[1]}/report.html"
+                    assert page.title() == f"fdshpo run {names[2]}"
+                    assert "outer step 2" in page.locator("b.selection").inner_text()
+                    images = page.evaluate("Array.from(document.images).map("
+                                           "i => [i.complete, i.naturalWidth])")
+                    assert len(images) == 3 and all(ok and w > 0 for ok, w in images)
+                finally:
+                    browser.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        assert statuses and all(status == 200 for _, status in statuses), statuses
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

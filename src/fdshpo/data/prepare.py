@@ -119,6 +119,9 @@ def write_prepared(dataset: TensorDataset, out: str | Path, val_fraction: float 
     sha = content_sha256(meta, tensors)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    from ..store.base import ARTIFACT_MODE
+
+    os.fchmod(fd, ARTIFACT_MODE)  # a bundle is shared like a store's artifacts, not 0600
     os.close(fd)
     try:
         torch.save({"format": FORMAT, "meta": meta, "sha256": sha, **tensors}, tmp)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -27,6 +28,11 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from ..errors import UserError
+
+#: File mode of every artifact a local store writes and of every file fetched from a store:
+#: readable by whoever serves the store's folder (its report pages are a static site); the
+#: store holds no credentials (records refuse them).
+ARTIFACT_MODE = 0o644
 
 _KEY_PART = re.compile(r"^[A-Za-z0-9_=+@-][A-Za-z0-9._=+@-]*$")
 
@@ -164,12 +170,14 @@ class ArtifactStore(ABC):
         return self.put_bytes(key, Path(path).read_bytes(), overwrite)
 
     def get_file(self, key: str, path: str | Path) -> Path:
-        """Write the verified artifact to ``path`` atomically (parents created)."""
+        """Write the verified artifact to ``path`` atomically (parents created), mode
+        :data:`ARTIFACT_MODE`."""
         data = self.get_bytes(key)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False,
                                          prefix=f".{path.name}.") as tmp:
+            os.fchmod(tmp.fileno(), ARTIFACT_MODE)
             tmp.write(data)
         shutil.move(tmp.name, path)
         return path

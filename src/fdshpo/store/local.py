@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
+from .base import ARTIFACT_MODE, ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
 
 _META = ".sha256"
 _PENDING = ".pending"
@@ -45,6 +45,7 @@ def _write_temp(directory: Path, name: str, data: bytes) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{name}.")
     try:
+        os.fchmod(fd, ARTIFACT_MODE)  # mkstemp's 0600 would hide the pages from a web server
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
