@@ -31,7 +31,8 @@ bench: install
 	$(PY) bench/data.py
 
 # FDS vs every baseline at budgets of 2, 4, 8 and 16 final-job runs
-# (configs/bench-cpu-fmnist-mlp.yaml: full Fashion-MNIST, MLP, 3 seeds; ~40 min on 2 CPU cores);
+# (configs/bench-cpu-fmnist-mlp.yaml: full Fashion-MNIST, MLP, 3 seeds; about an hour on 2 CPU
+# cores: the recorded run took 58 min, bench/results/quality-cpu-fmnist-mlp.md);
 # a rerun resumes from $(QUALITY_OUT)/partial.jsonl.
 # QUALITY_ARGS='--predict' measures and prints the predicted wall time instead (~1 min).
 QUALITY_CONFIG ?= configs/bench-cpu-fmnist-mlp.yaml

@@ -124,7 +124,7 @@ def test_gpu_config_resources_in_the_training_executors(tmp_path):
             assert "accelerator" not in resources
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name in execs:
-        assert k8s[name]["secretAsEnv"][0]["secretName"] == "mlpipeline-minio-artifact"
+        assert k8s[name]["secretAsEnv"][0]["secretName"] == "fdshpo-s3-credentials"
         envs = {e["envVar"] for e in k8s[name]["secretAsEnv"][0]["keyToEnv"]}
         assert envs == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         if name in training:

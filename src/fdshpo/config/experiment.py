@@ -53,7 +53,7 @@ Every key, with its default (the dataclass fields below are the only place defau
       memory: null                    # e.g. "16G"
       node_selector: {}               # label: value
       tolerations: []                 # [{key, operator, value, effect}]
-      credentials_secret: null        # Secret with the store keys, e.g. mlpipeline-minio-artifact
+      credentials_secret: null        # Secret with the store keys, e.g. fdshpo-s3-credentials
       retries: 2                      # retries of the training components (they resume)
       image: null                     # component image; default fdshpo.image.component_image()
 
