@@ -106,27 +106,23 @@ def _kfp_output(output: _TaskOutput):
         output.task_started(task_name)  # kfp names a task just before running it (same thread)
         return original_name(task_name)
 
-    @contextlib.contextmanager
-    def log_only_context():
-        logger = logging.getLogger()
-        level, handlers = logger.level, logger.handlers[:]
-        logger.handlers = [_LogHandler(output)]
-        logger.setLevel(logging.INFO)
-        try:
-            yield
-        finally:
-            logger.handlers = handlers
-            logger.setLevel(level)
-
+    root = logging.getLogger()
+    level, handlers = root.level, root.handlers[:]
     logging_utils.indented_print = lambda num_spaces=4: contextlib.nullcontext()
     logging_utils.format_task_name = format_task_name
     if not output.verbose:
-        logging_utils.local_logger_context = log_only_context
+        # one handler for the whole run: kfp's per-task contexts swap the root logger's
+        # handlers, and from ParallelFor threads their restores interleave
+        root.handlers = [_LogHandler(output)]
+        root.setLevel(logging.INFO)
+        logging_utils.local_logger_context = contextlib.nullcontext
         logging_utils.print_horizontal_line = lambda: None
     subprocess_task_handler.print = output
     try:
         yield
     finally:
+        root.handlers = handlers
+        root.setLevel(level)
         logging_utils.indented_print = original_indent
         logging_utils.format_task_name = original_name
         logging_utils.local_logger_context = original_context

@@ -81,3 +81,21 @@ def test_kfp_locals_task_blocks_go_to_the_log_unless_verbose(tmp_path, capsys):
     show.close()
     out = capsys.readouterr().out
     assert "state: '{\"schedule\": 1}'" in out and "-" * 20 in out
+
+
+def test_the_root_logger_is_left_as_found(tmp_path):
+    """kfp.local's logging goes to one run's log for that run only: a later run (or any later
+    logging) never writes to an earlier run's closed log."""
+    import logging
+
+    from fdshpo.pipelines.local import _kfp_output
+
+    before = logging.getLogger().handlers[:], logging.getLogger().level
+    for name in ("a", "b"):
+        show = _TaskOutput(tmp_path / f"{name}.log", verbose=False)
+        with _kfp_output(show):
+            _kfp_logs_a_task()
+        show.close()
+    assert (logging.getLogger().handlers, logging.getLogger().level) == before
+    logging.getLogger().warning("after the runs")  # must not reach a closed log
+    assert "Executing task" in (tmp_path / "b.log").read_text()
