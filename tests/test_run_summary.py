@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from nets import sample_subset_problem
@@ -149,3 +150,19 @@ def test_records_written_before_the_selection_fields_still_read(tmp_path, capsys
     assert "1.122 (outer step 3, the last; selection not recorded)" in line and "auto" in line
     run = load_run(store, "exp/old", verify=verify)
     assert (run.summary["selected_outer_step"], run.summary["engine"]) == (2, "reverse")
+
+
+def test_the_kfp_uis_markdown_names_the_selected_step_and_the_engine(tmp_path):
+    from fdshpo.components.report import markdown_summary
+    from fdshpo.config.experiment import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    store = open_store(tmp_path)
+    record = store.get_json(_recorded(store).layout.record)
+    steps = [_step(k, lr, loss) for k, (lr, loss) in enumerate(zip((0.1, 0.2, 0.3), LOSSES))]
+    evaluation = {"schedule": _schedule(0.2),
+                  "learned": {"test_accuracy": 0.8, "diverged": None, "num_steps": 8},
+                  "initial": {"test_accuracy": 0.7, "diverged": None, "num_steps": 8}}
+    text = markdown_summary(config, "r1", {"history": steps, "converged": False}, evaluation,
+                            record)
+    assert "Validation loss 0.439 (outer step 2 of 3); engine reverse." in text

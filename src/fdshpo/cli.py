@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: exit status after the reader of stdout went away (128 + SIGPIPE, as the shell reports)
+SIGPIPE_STATUS = 141
+
 #: options whose value may start with "-" (``--sort -test_accuracy``: descending)
 DASH_VALUE_OPTIONS = ("--sort", "--best")
 
@@ -80,10 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         # stdout from raising again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return SIGPIPE_STATUS
-
-
-#: exit status after the reader of stdout went away (128 + SIGPIPE, as the shell reports)
-SIGPIPE_STATUS = 141
 
 
 if __name__ == "__main__":
