@@ -161,7 +161,8 @@ def test_run_inline_prints_schedule_accuracy_and_report(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "outer step 1/1: val loss" in out
     assert "engine reverse (reverse: requested)" in out  # --engine overrides the config
-    assert "learned schedule after 1 outer step(s)" in out
+    assert "learned schedule after 1 outer step(s), outer.select best: val loss " in out
+    assert "(outer step 1 of 1), engine reverse:" in out  # the step it came from, what ran
     assert "test accuracy after retraining: learned" in out
     assert "report: file://" in out and "experiments/demo/runs/cli-run/report.html" in out
     assert (store / "experiments/demo/runs/cli-run/run.json").is_file()

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from fdshpo.tracking.recorder import new_run_id
 
     from ..demo import format_schedule
-    from ..report.text import accuracy_text, selection_text
+    from ..report.text import accuracy_text, selection_text, value_text
 
     config = load(args)
     run_id = args.run_id or new_run_id()
@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"learned schedule after {summary.outer_steps} outer step(s)"
           + (" (converged)" if summary.converged else "")
           + f", outer.select {config.outer.select}: val loss "
-          + selection_text(summary.record) + f", engine {summary.record.get('engine')}:\n"
+          + selection_text(summary.record) + ", engine "
+          + value_text(summary.record.get("engine"), missing="not recorded") + ":\n"
           + format_schedule(summary.schedule))
     initial = ("diverged" if m["initial_test_accuracy"] is None
                else f"{m['initial_test_accuracy']:.2%}")

@@ -6,6 +6,7 @@
     index        the run index: one segment per finished run (no torch)
     query        the --where / --sort language over index entries (no torch)
     reindex      rebuilding and verifying the index (no torch)
+    selection    which outer step a run returned, its val loss, the engine that ran (no torch)
     overview     the experiments overview page (no torch)
 
 Reading paths import no torch; the public names of :mod:`fdshpo.tracking.recorder` are
