@@ -49,8 +49,7 @@ import torch
 from torch import nn
 
 import fdshpo
-from fdshpo.engines.base import TangentColumns
-from fdshpo.engines.reverse import default_interval, recomputed_steps
+from fdshpo.engines.base import TangentColumns, default_interval, recomputed_steps
 from fdshpo.models import LeNet5, mlp
 
 LOSS = nn.functional.cross_entropy

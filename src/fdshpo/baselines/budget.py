@@ -37,13 +37,19 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..engines.base import TangentColumns
-from ..engines.choose import EngineChoice, choose_engine
+from ..engines.base import (
+    EngineChoice,
+    EnginePrices,
+    TangentColumns,
+    checked_interval,
+    recomputed_steps,
+)
+from ..engines.choose import choose_engine
 from ..engines.forward import ForwardEngine
 from ..engines.inner import train
-from ..engines.prices import EnginePrices, default_memory_limit, timed_seconds
+from ..engines.prices import default_memory_limit, timed_seconds
 from ..engines.replay import BatchReplay
-from ..engines.reverse import ReverseEngine, checked_interval, recomputed_steps
+from ..engines.reverse import ReverseEngine
 from ..schedule import Schedule
 from ..tune.problem import ClassificationProblem
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from ..engines.choose import EngineChoice
+from ..engines.base import EngineChoice
 from ..schedule import HYPERPARAMETERS, Schedule
 from ..tune.problem import ClassificationProblem
 from ..tune.sign import SignOptimizer

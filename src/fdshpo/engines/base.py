@@ -284,3 +284,16 @@ class EngineChoice:
                    data.get("recompute_every"), dict(data.get("cost") or {}),
                    {k: int(v) for k, v in (data.get("memory") or {}).items()},
                    None if prices is None else EnginePrices.from_dict(prices))
+
+
+def ran_out(step: int, num_steps: int, what: str = "train_batches") -> ValueError:
+    """The batches (``what``) ended after ``step`` of the schedule's ``num_steps`` steps; the
+    same words for every engine and for plain training."""
+    return ValueError(f"{what} ran out after {step} steps but the schedule has "
+                      f"{num_steps} steps; give exactly one batch per inner step")
+
+
+def too_many(num_steps: int) -> ValueError:
+    """``train_batches`` holds more batches than the schedule's ``num_steps`` steps."""
+    return ValueError(f"train_batches yields more than the schedule's {num_steps} steps; give "
+                      "exactly one batch per inner step")

@@ -35,18 +35,19 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from torch import nn
 
 from ..schedule import HYPERPARAMETERS, Schedule
-from .base import EngineChoice, HypergradientResult, TangentColumns, checked_interval, checked_learn
+from .base import (
+    CALIBRATED_PRICES,
+    EngineChoice,
+    EnginePrices,
+    HypergradientResult,
+    TangentColumns,
+    checked_interval,
+    checked_learn,
+)
 from .forward import ForwardEngine
 from .inner import LossFn
 from .objective import Batch
-from .prices import (
-    CALIBRATED_PRICES,
-    EnginePrices,
-    default_memory_limit,
-    format_bytes,
-    measure_prices,
-    state_bytes,
-)
+from .prices import default_memory_limit, format_bytes, measure_prices, state_bytes
 from .replay import is_indexable, is_one_shot, stream_from
 from .reverse import ReverseEngine
 

@@ -37,8 +37,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..engines.base import HypergradientResult
-from ..engines.choose import CHOICE_OPTIONS, EngineChoice, make_engine, prepare_engine
+from ..engines.base import EngineChoice, HypergradientResult
+from ..engines.choose import CHOICE_OPTIONS, make_engine, prepare_engine
 from ..engines.forward import ForwardState
 from ..engines.inner import LossFn
 from ..engines.reverse import ReverseState
