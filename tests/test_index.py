@@ -329,3 +329,27 @@ def test_experiments_list_explains_an_unknown_best_key(tmp_path, capsys):
     _record(open_store(tmp_path), "a", "r0", accuracy=0.5)
     assert cli(["experiments", "list", "--store", str(tmp_path), "--best", "-acc"]) == 2
     assert capsys.readouterr().err == f"fdshpo: error: unknown key 'acc' in --best; {KNOWN}\n"
+
+
+def test_an_abandoned_index_read_does_not_wait_for_its_fetches():
+    """A read left unfinished (a listed key vanished under compaction) is closed by whoever
+    drops it, possibly the garbage collector in a thread holding the S3 client's pool lock
+    that the running fetches wait for: closing must never wait for them (it deadlocked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    def get(key):
+        if key != "a":
+            release.wait(60)
+        return key
+
+    reads = index._windowed(ThreadPoolExecutor(2), get, ["a", "b", "c"])
+    assert next(reads) == ("a", "a")
+    closer = threading.Thread(target=reads.close)
+    closer.start()
+    closer.join(10)
+    stuck = closer.is_alive()
+    release.set()
+    closer.join()
+    assert not stuck, "closing an unfinished index read waited for its running fetches"

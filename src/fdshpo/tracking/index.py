@@ -256,14 +256,22 @@ def _fetch(store: ArtifactStore, keys: list[str]) -> Iterator[tuple[str, object]
     else:
         pool = ThreadPoolExecutor(min(FETCH_WINDOW, len(keys)))
         results = _windowed(pool, get, keys)
-    for key, value in results:
-        if isinstance(value, _Vanished):
-            raise value
-        yield key, value
+    try:
+        for key, value in results:
+            if isinstance(value, _Vanished):
+                raise value
+            yield key, value
+    finally:
+        results.close()  # here, in this thread: not later, from the garbage collector
 
 
 def _windowed(pool: ThreadPoolExecutor, get, keys: list[str]):
-    with pool:
+    """(key, get(key)) in order with up to FETCH_WINDOW gets in flight. Closing it early
+    cancels the gets not started and does not wait for the running ones: a generator left
+    unfinished is closed by the garbage collector in whatever thread it runs in, possibly one
+    holding the S3 client's connection-pool lock that those gets wait for (a deadlock,
+    seen when a listed key vanished mid-read under concurrent compaction)."""
+    try:
         pending = deque((k, pool.submit(get, k)) for k in keys[:FETCH_WINDOW])
         upcoming = iter(keys[FETCH_WINDOW:])
         while pending:
@@ -272,6 +280,8 @@ def _windowed(pool: ThreadPoolExecutor, get, keys: list[str]):
             if following is not None:
                 pending.append((following, pool.submit(get, following)))
             yield key, future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _raw_entries(store: ArtifactStore, listing: IndexListing,
