@@ -315,10 +315,17 @@ def test_a_finish_that_died_after_the_run_record_completes_when_retried(tmp_path
             raise StoreError(f"simulated crash writing {key}")
         return real_put(key, data, overwrite)
 
-    store.put_bytes = dies_after_the_record
+    real_swap = store.swap_bytes
+
+    def swap_dies_after_the_record(key, data, expected):  # the pointer's compare-and-write
+        if key.endswith(dies_at):
+            raise StoreError(f"simulated crash writing {key}")
+        return real_swap(key, data, expected)
+
+    store.put_bytes, store.swap_bytes = dies_after_the_record, swap_dies_after_the_record
     with pytest.raises(StoreError, match="simulated crash"):
         recorder.finish(schedule, metrics, report=False)
-    store.put_bytes = real_put
+    store.put_bytes, store.swap_bytes = real_put, real_swap
     assert store.exists(recorder.layout.record) and latest_schedule(store, "exp") is None
     record = store.get_json(recorder.layout.record)
     # the retry runs later (another second: another "finished" time) in another process

@@ -15,10 +15,11 @@ A run is written through a :class:`RunRecorder` (layout in :mod:`fdshpo.store.la
 - ``finish`` writes the final schedule, metrics, plots and HTML report, then the run record
   ``run.json`` (the sha256 of every artifact of the run) last; then the run's index entry
   (:mod:`fdshpo.tracking.index`), then moves the experiment's ``latest.json`` pointer (the warm
-  start of
-  scheduled retuning, :func:`latest_schedule`) unless a run that finished later holds it, and
-  releases the lease. A retried ``finish`` (a step that died after ``run.json``) completes
-  the steps after the record; it refuses another schedule or other metrics.
+  start of scheduled retuning, :func:`latest_schedule`) forward only
+  (:func:`~fdshpo.store.layout.moves_forward`, by compare-and-write: a run that finished
+  later is never replaced, even by a finish racing with it), and releases the lease. A
+  retried ``finish`` (a step that died after ``run.json``) completes the steps after the
+  record; it refuses another schedule or other metrics.
 - ``fail`` records a failed attempt (an event and its index entry); leaving the ``with``
   block on an exception calls it. A run without ``run.json`` is ``incomplete`` (or ``failed``),
   whatever else it holds.
@@ -51,7 +52,7 @@ from ..store.base import (
     StoreError,
     iso_utc,
 )
-from ..store.layout import RunLayout, latest_pointer
+from ..store.layout import RunLayout, latest_pointer, moves_forward
 from ..store.lease import DEFAULT_TTL, Lease
 from ..tune.loop import TuneResult, tune
 from ..tune.sign import SignOptimizer
@@ -314,19 +315,16 @@ class RunRecorder:
         except ArtifactExists:
             pass
 
-    def _move_latest(self, record: Mapping) -> None:
-        """Point ``latest.json`` at this run unless a run that finished later holds it."""
-        key = latest_pointer(self.experiment)
-        try:
-            current = self.store.get_json(key)
-        except (ArtifactNotFound, IntegrityError):
-            current = None
-        if current is not None and (str(current.get("finished")), str(current.get("run_id"))) \
-                > (record["finished"], self.run_id):
-            return
-        self.store.put_json(key, {"experiment": self.experiment, "run_id": self.run_id,
-                                  "schedule": record["schedule"], "metrics": record["metrics"],
-                                  "finished": record["finished"]}, overwrite=True)
+    def _move_latest(self, record: Mapping) -> bool:
+        """Point ``latest.json`` at this run only if that moves it forward
+        (:func:`~fdshpo.store.layout.moves_forward`), by compare-and-write with retries
+        (:meth:`~fdshpo.store.ArtifactStore.update_json`). True when it moved."""
+        pointer = {"experiment": self.experiment, "run_id": self.run_id,
+                   "schedule": record["schedule"], "metrics": record["metrics"],
+                   "finished": record["finished"]}
+        return self.store.update_json(
+            latest_pointer(self.experiment),
+            lambda current: pointer if moves_forward(current, pointer) else None)
 
 
 def latest_finished(store: ArtifactStore, experiment: str) -> tuple[str, Schedule] | None:
