@@ -315,7 +315,13 @@ def test_index_entries_are_written_after_what_they_claim(tmp_path):
         order.append(key)
         return real_put(key, data, overwrite)
 
-    store.put_bytes = observed
+    real_swap = store.swap_bytes
+
+    def observed_swap(key, data, expected):  # the latest.json pointer's compare-and-write
+        order.append(key)
+        return real_swap(key, data, expected)
+
+    store.put_bytes, store.swap_bytes = observed, observed_swap
     _record(store, "a", "r0", accuracy=0.5)
     layout = RunLayout("a", "r0")
     started = next(i for i, k in enumerate(order) if k.startswith("index/") and "started" in k)

@@ -1,6 +1,7 @@
 """Where each artifact of an experiment and run lives in a store (one place for every key).
 
     experiments/<experiment>/latest.json                 pointer: newest successful run + schedule
+                                                         (moves only forward: moves_forward)
     experiments/<experiment>/runs/<run>/
         config.json                                      the run's configuration (no credentials)
         steps/<outer:04d>.json                           per outer step: schedule used,
@@ -29,6 +30,7 @@ Experiment and run names are single key parts (letters, digits, ``._=+@-``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .base import check_name
@@ -52,6 +54,19 @@ def is_pointer(key: str) -> bool:
     write-once."""
     return (key.startswith(f"{EXPERIMENTS}/") and key.endswith("/latest.json")
             and key.count("/") == 2) or "/checkpoints/inner/" in key or key == OVERVIEW
+
+
+def pointer_order(pointer: Mapping) -> tuple[str, str]:
+    """Where a ``latest.json`` pointer stands: (finished, run id), compared as strings (ISO
+    UTC times sort in time order)."""
+    return str(pointer.get("finished") or ""), str(pointer.get("run_id") or "")
+
+
+def moves_forward(current, new: Mapping) -> bool:
+    """The rule for moving a ``latest.json`` pointer from ``current`` (its JSON; None when absent
+    or damaged) to ``new``: only to a strictly newer (finished, run id). A pointer that is not
+    an object is damaged and replaced."""
+    return not isinstance(current, Mapping) or pointer_order(new) > pointer_order(current)
 
 
 def index_prefix(experiment: str | None = None) -> str:
