@@ -47,6 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, check_name
+from ..store.credentials import redact_userinfo
 from ..store.layout import (
     INDEX,
     compactor_lease,
@@ -125,7 +126,13 @@ def event_entry(experiment: str, run_id: str, event: Mapping, config_doc: Mappin
             "status": event["status"], "at": event["at"], "finished": None,
             "outer_steps": int(event.get("outer_steps", 0)),
             "final_val_loss": event.get("final_val_loss"), "metrics": {},
-            "record_sha256": None, "error": event.get("error")}
+            "record_sha256": None, "error": _redacted(event.get("error"))}
+
+
+def _redacted(error):
+    """An event's error message with any URL's user info hidden (events written by an older
+    fdshpo may hold one)."""
+    return redact_userinfo(error) if isinstance(error, str) else error
 
 
 def event_name(event: Mapping) -> str:
