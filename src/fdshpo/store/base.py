@@ -55,6 +55,10 @@ class IntegrityError(StoreError):
     """The bytes read back do not match the sha256 recorded when they were written."""
 
 
+#: what :meth:`ArtifactStore._raw_create` returns for an existing key with no recorded sha256
+NO_CHECKSUM = ""
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -94,8 +98,9 @@ class ArtifactStore(ABC):
     @abstractmethod
     def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
         """Store ``data`` only if ``key`` is absent, atomically (of concurrent creators exactly
-        one succeeds). Returns None when it wrote ``data``, else the sha256 of the artifact
-        already stored there."""
+        one succeeds). Returns None when it wrote ``data``, else the sha256 recorded for the
+        artifact already stored there, or :data:`NO_CHECKSUM` when that has none (data
+        without its checksum is never taken for ours: it is a conflict)."""
 
     @abstractmethod
     def _raw_get(self, key: str) -> tuple[bytes, str | None]:
@@ -128,6 +133,11 @@ class ArtifactStore(ABC):
         existing = self._raw_create(key, data, digest)
         if existing is None or existing == digest:
             return digest
+        if existing == NO_CHECKSUM:
+            raise ArtifactExists(
+                f"{self.uri}: {key!r} already holds data without a recorded sha256 (not "
+                "written by fdshpo, or its checksum was lost); it is left as is: remove it "
+                "if it is not needed, or write to a new key")
         raise ArtifactExists(
             f"{self.uri}: {key!r} already holds a different artifact (sha256 "
             f"{existing}); finished artifacts are never overwritten: write to a new key "
