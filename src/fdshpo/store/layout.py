@@ -50,8 +50,31 @@ def is_pointer(key: str) -> bool:
     """Keys written with ``overwrite=True`` (they move): ``latest.json`` pointers, the
     rolling inner checkpoints and the experiments overview page. Every other artifact is
     write-once."""
-    return (key.startswith(f"{EXPERIMENTS}/") and key.endswith("/latest.json")
-            and key.count("/") == 2) or "/checkpoints/inner/" in key or key == OVERVIEW
+    return is_latest_pointer(key) or "/checkpoints/inner/" in key or key == OVERVIEW
+
+
+def is_latest_pointer(key: str) -> bool:
+    """``experiments/<experiment>/latest.json``."""
+    return key.startswith(f"{EXPERIMENTS}/") and key.endswith("/latest.json") \
+        and key.count("/") == 2
+
+
+def latest_order(pointer) -> tuple[str, str]:
+    """Where a ``latest.json`` pointer stands: (finished, run id). The pointer only ever moves
+    to a higher one (a run that finished later); anything unreadable stands lowest."""
+    if not isinstance(pointer, dict):
+        return ("", "")
+    return (str(pointer.get("finished") or ""), str(pointer.get("run_id") or ""))
+
+
+def is_live_state(key: str) -> bool:
+    """Keys that describe writers at work rather than results: a run's lease generations
+    (``runs/<run>/lease/``), the index compactor's lease (``index/<e>/compactor/``) and the
+    rolling inner checkpoints. A restore never copies them into another store."""
+    parts = key.split("/")
+    return (parse_run_key(key) is not None and parts[4] == "lease") \
+        or (len(parts) >= 3 and parts[0] == INDEX and parts[2] == "compactor") \
+        or "/checkpoints/inner/" in key
 
 
 def index_prefix(experiment: str | None = None) -> str:
