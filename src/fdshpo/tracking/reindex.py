@@ -64,6 +64,9 @@ def run_summary(store: ArtifactStore, layout: RunLayout, keys: set[str],
     if layout.config in keys:
         try:
             config_doc = _read(store, layout.config)
+            if not isinstance(config_doc, dict):
+                config_doc = {}
+                raise _Damaged("a run's config is a JSON object")
         except _Damaged as exc:
             problems.append(IndexDamage(layout.config, str(exc)))
     if layout.record in keys:
