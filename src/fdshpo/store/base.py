@@ -55,10 +55,6 @@ class IntegrityError(StoreError):
     """The bytes read back do not match the sha256 recorded when they were written."""
 
 
-#: what :meth:`ArtifactStore._raw_create` returns for an existing key with no recorded sha256
-NO_CHECKSUM = ""
-
-
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -89,6 +85,8 @@ class ArtifactStore(ABC):
 
     #: the store's URI (``file:///abs/path`` or ``s3://bucket/prefix``; never credentials)
     uri: str
+    #: what :meth:`_raw_create` returns for an existing key with no recorded sha256
+    NO_CHECKSUM = ""
 
     # -- primitives each backend provides ------------------------------------------------------
     @abstractmethod
@@ -99,7 +97,7 @@ class ArtifactStore(ABC):
     def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
         """Store ``data`` only if ``key`` is absent, atomically (of concurrent creators exactly
         one succeeds). Returns None when it wrote ``data``, else the sha256 recorded for the
-        artifact already stored there, or :data:`NO_CHECKSUM` when that has none (data
+        artifact already stored there, or :attr:`NO_CHECKSUM` when that has none (data
         without its checksum is never taken for ours: it is a conflict)."""
 
     @abstractmethod
@@ -133,7 +131,7 @@ class ArtifactStore(ABC):
         existing = self._raw_create(key, data, digest)
         if existing is None or existing == digest:
             return digest
-        if existing == NO_CHECKSUM:
+        if existing == self.NO_CHECKSUM:
             raise ArtifactExists(
                 f"{self.uri}: {key!r} already holds data without a recorded sha256 (not "
                 "written by fdshpo, or its checksum was lost); it is left as is: remove it "

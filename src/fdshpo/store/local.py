@@ -33,7 +33,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import NO_CHECKSUM, ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
+from .base import ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
 
 _META = ".sha256"
 _PENDING = ".pending"
@@ -125,12 +125,12 @@ class LocalStore(ArtifactStore):
         try:
             with self._lock(key):
                 if create and self._path(key).is_file():
-                    return self._resolved_checksum(key) or NO_CHECKSUM
+                    return self._resolved_checksum(key) or self.NO_CHECKSUM
                 _atomic_write(marker, b"")
                 if create:
                     if not _atomic_create(self._path(key), data):  # a writer without the lock
                         self._clear_marker(marker)
-                        return self._resolved_checksum(key) or NO_CHECKSUM
+                        return self._resolved_checksum(key) or self.NO_CHECKSUM
                 else:
                     _atomic_write(self._path(key), data)
                 _atomic_write(self._meta(key), sha256.encode())

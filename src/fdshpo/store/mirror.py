@@ -11,7 +11,7 @@ The source may be live (runs writing, the index compacting, leases renewing):
   generation, a finished replica's inner checkpoints) is skipped and reported as ``vanished``;
 - an experiment's ``latest.json`` only moves forward: it is copied when the destination has
   none, a damaged one, or one naming a run that finished earlier
-  (:func:`~fdshpo.store.layout.latest_order`), else kept and reported; pointers are copied
+  (:func:`~fdshpo.store.layout.moves_forward`), else kept and reported; pointers are copied
   after everything else, so one never names a run not yet copied;
 - ``skip`` leaves keys out; a restore (:func:`restore_skips`) leaves out what describes writers
   at work in the source (run leases, the compactor's lease, inner checkpoints:
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .base import ArtifactExists, ArtifactNotFound, ArtifactStore, IntegrityError, sha256_hex
-from .layout import INDEX, is_latest_pointer, is_live_state, is_pointer, latest_order
+from .layout import INDEX, is_live_state, is_pointer, moves_forward
 
 
 @dataclass
@@ -83,14 +83,15 @@ def mirror(source: ArtifactStore, destination: ArtifactStore, prefix: str = "",
         if destination.exists(key) and destination.checksum(key) == sha256_hex(data):
             report.unchanged.append(key)
             continue
-        if is_latest_pointer(key):
+        if is_pointer(key) and key.endswith("/latest.json"):
             try:
                 ours = json.loads(data)
             except ValueError:
+                ours = None
+            if not isinstance(ours, dict):
                 report.corrupt.append(key)
                 continue
-            theirs = _readable_pointer(destination, key)
-            if theirs is not None and latest_order(theirs) >= latest_order(ours):
+            if not moves_forward(_readable_pointer(destination, key), ours):
                 report.kept.append(key)
                 continue
         try:

@@ -33,7 +33,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from .base import NO_CHECKSUM, ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
+from .base import ArtifactNotFound, ArtifactStore, StoreError, sha256_hex
 from .credentials import Credentials, Endpoint
 
 T = TypeVar("T")
@@ -182,7 +182,7 @@ class S3Store(ArtifactStore):
                 if exc.code != "PreconditionFailed":
                     raise self._fail(exc, f"write {key!r}") from None
             try:
-                return self._raw_checksum(key) or NO_CHECKSUM
+                return self._raw_checksum(key) or self.NO_CHECKSUM
             except ArtifactNotFound:
                 continue
         raise StoreError(f"{self._where()}: {key!r} kept appearing and disappearing while "
