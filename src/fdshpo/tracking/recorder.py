@@ -51,7 +51,6 @@ from ..store.base import (
     StoreError,
     iso_utc,
 )
-from ..store.credentials import redact_userinfo
 from ..store.layout import RunLayout, latest_pointer
 from ..store.lease import DEFAULT_TTL, Lease
 from ..tune.loop import TuneResult, tune
@@ -224,6 +223,8 @@ class RunRecorder:
         """Record that this attempt failed (``error``: what happened, any URL's user info
         redacted) and release the lease; the run stays resumable. Nothing happens once the run
         is complete."""
+        from ..store.credentials import redact_userinfo
+
         if self.store.exists(self.layout.record):
             return
         try:
