@@ -96,6 +96,8 @@ class ArtifactStore(ABC):
 
     #: the store's URI (``file:///abs/path`` or ``s3://bucket/prefix``; never credentials)
     uri: str
+    #: what :meth:`_raw_create` returns for an existing key with no recorded sha256
+    NO_CHECKSUM = ""
 
     # -- primitives each backend provides ------------------------------------------------------
     @abstractmethod
@@ -105,8 +107,9 @@ class ArtifactStore(ABC):
     @abstractmethod
     def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
         """Store ``data`` only if ``key`` is absent, atomically (of concurrent creators exactly
-        one succeeds). Returns None when it wrote ``data``, else the sha256 of the artifact
-        already stored there."""
+        one succeeds). Returns None when it wrote ``data``, else the sha256 recorded for the
+        artifact already stored there, or :attr:`NO_CHECKSUM` when that has none (data
+        without its checksum is never taken for ours: it is a conflict)."""
 
     @abstractmethod
     def _raw_replace(self, key: str, data: bytes, sha256: str, expected: str) -> bool:
@@ -149,6 +152,11 @@ class ArtifactStore(ABC):
         existing = self._raw_create(key, data, digest)
         if existing is None or existing == digest:
             return digest
+        if existing == self.NO_CHECKSUM:
+            raise ArtifactExists(
+                f"{self.uri}: {key!r} already holds data without a recorded sha256 (not "
+                "written by fdshpo, or its checksum was lost); it is left as is: remove it "
+                "if it is not needed, or write to a new key")
         raise ArtifactExists(
             f"{self.uri}: {key!r} already holds a different artifact (sha256 "
             f"{existing}); finished artifacts are never overwritten: write to a new key "

@@ -86,6 +86,16 @@ def compactor_lease(experiment: str) -> str:
     return f"{index_prefix(experiment)}compactor/"
 
 
+def is_live_state(key: str) -> bool:
+    """Keys that describe writers at work rather than results: a run's lease generations
+    (``runs/<run>/lease/``), the index compactor's lease (``index/<e>/compactor/``) and the
+    rolling inner checkpoints. A restore never copies them into another store."""
+    parts = key.split("/")
+    return (parse_run_key(key) is not None and parts[4] == "lease") \
+        or (len(parts) >= 3 and parts[0] == INDEX and parts[2] == "compactor") \
+        or "/checkpoints/inner/" in key
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """The keys of one run (see the module docstring)."""

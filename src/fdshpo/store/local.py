@@ -131,12 +131,13 @@ class LocalStore(ArtifactStore):
     def _write_locked(self, key: str, data: bytes, sha256: str, create: bool) -> str | None:
         """The write itself (the caller holds the key's lock)."""
         if create and self._path(key).is_file():
-            return self._resolved_checksum(key)
+            return self._resolved_checksum(key) or self.NO_CHECKSUM
         marker = self._pending(key, sha256)
         _atomic_write(marker, b"")
         if create:
             if not _atomic_create(self._path(key), data):  # a writer without the lock
-                return self._resolved_checksum(key)
+                self._clear_marker(marker)
+                return self._resolved_checksum(key) or self.NO_CHECKSUM
         else:
             _atomic_write(self._path(key), data)
         _atomic_write(self._meta(key), sha256.encode())

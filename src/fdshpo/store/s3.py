@@ -189,7 +189,7 @@ class S3Store(ArtifactStore):
                 if exc.code != "PreconditionFailed":
                     raise self._fail(exc, f"write {key!r}") from None
             try:
-                return self._raw_checksum(key)
+                return self._raw_checksum(key) or self.NO_CHECKSUM
             except ArtifactNotFound:
                 continue
         raise StoreError(f"{self._where()}: {key!r} kept appearing and disappearing while "

@@ -236,12 +236,15 @@ class RunRecorder:
                                             self._config_doc() or {}))
 
     def fail(self, error: str) -> None:
-        """Record that this attempt failed (``error``: what happened) and release the lease;
-        the run stays resumable. Nothing happens once the run is complete."""
+        """Record that this attempt failed (``error``: what happened, any URL's user info
+        redacted) and release the lease; the run stays resumable. Nothing happens once the run
+        is complete."""
+        from ..store.credentials import redact_userinfo
+
         if self.store.exists(self.layout.record):
             return
         try:
-            self._event("failed", self.outer.latest(), str(error)[:2000])
+            self._event("failed", self.outer.latest(), redact_userinfo(str(error))[:2000])
         finally:
             self.lease.release()
 
