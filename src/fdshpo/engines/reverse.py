@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
-from ..reproducible import aligned
+from ..reproducible import aligned, deterministic_kernels
 from ..schedule import HYPERPARAMETERS, Schedule
 from .base import (
     HypergradientResult,
@@ -323,5 +323,6 @@ class ReverseEngine(ExactEngine):
         """From ``state`` to the result (``train_batches``: batches of all T steps, which are
         read again; a one-shot iterator is a :class:`~fdshpo.engines.replay.ReplayError`)."""
         replay = BatchReplay(train_batches, self.schedule.num_steps)
-        state = self.advance(state, replay, val_batches, on_step=on_step)
+        with deterministic_kernels(self.device):  # recomputed states must be bit for bit
+            state = self.advance(state, replay, val_batches, on_step=on_step)
         return self.finish(state, choice)
