@@ -149,6 +149,27 @@ def test_a_holder_that_was_not_renewed_in_time_stops_writing(tmp_path):
         holder.check()
 
 
+def test_a_fenced_store_checks_every_write_path_and_reads_through(tmp_path):
+    """Whatever reaches a FencedStore's write primitives is checked like its public writes;
+    reads go to the wrapped store."""
+    store = open_store(tmp_path)
+    holder = Lease(store, PREFIX, "run exp/r1", ttl=2.5)
+    holder.acquire()
+    fenced = holder.fence(store)
+    fenced.put_json("a.json", {"x": 1})
+    assert fenced.get_json("a.json") == {"x": 1} and fenced.list("a") == ["a.json"]
+    time.sleep(0.7)  # past the renewal margin: the holder may no longer write
+    for write in (lambda: fenced.put_json("b.json", {}), lambda: fenced.delete("a.json"),
+                  lambda: fenced._raw_put("b.json", b"{}", "0" * 64),
+                  lambda: fenced._raw_create("b.json", b"{}", "0" * 64),
+                  lambda: fenced._raw_replace("a.json", b"{}", "0" * 64, "0" * 64),
+                  lambda: fenced._raw_delete("a.json")):
+        with pytest.raises(LeaseLost):
+            write()
+    assert fenced._raw_get("a.json")[0] == store.get_bytes("a.json")
+    assert store.list("b") == []
+
+
 # ---- the dead-process shortcut --------------------------------------------------------------
 
 def _dead_pid() -> int:

@@ -404,10 +404,33 @@ class FencedStore(ArtifactStore):
     def age(self, key: str) -> float:
         return self.inner.age(key)
 
-    # the primitives: never reached (every public method above goes to the wrapped store)
-    def _raw_put(self, *args) -> None:
-        raise NotImplementedError("FencedStore delegates to the store it wraps")
+    # the primitives (the public methods above do not reach them, but whatever does gets the
+    # wrapped store's, writes checked the same way)
+    def _raw_put(self, key: str, data: bytes, sha256: str) -> None:
+        self.lease.check()
+        self.inner._raw_put(key, data, sha256)
 
-    _raw_create = _raw_replace = _raw_get = _raw_checksum = _raw_list = _raw_delete = \
-        _raw_age = _raw_put
+    def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
+        self.lease.check()
+        return self.inner._raw_create(key, data, sha256)
+
+    def _raw_replace(self, key: str, data: bytes, sha256: str, expected: str) -> bool:
+        self.lease.check()
+        return self.inner._raw_replace(key, data, sha256, expected)
+
+    def _raw_delete(self, key: str) -> None:
+        self.lease.check()
+        self.inner._raw_delete(key)
+
+    def _raw_get(self, key: str) -> tuple[bytes, str | None]:
+        return self.inner._raw_get(key)
+
+    def _raw_checksum(self, key: str) -> str | None:
+        return self.inner._raw_checksum(key)
+
+    def _raw_list(self, prefix: str) -> list[str]:
+        return self.inner._raw_list(prefix)
+
+    def _raw_age(self, key: str) -> float:
+        return self.inner._raw_age(key)
 
