@@ -26,6 +26,9 @@
 #
 # DRY_RUN=1 runs the same stages on this machine's CPU with the current python environment
 # (tests/test_bench_quality.py does, with a tiny config).
+#
+# Exit status: 0 when every stage succeeded; 1 when any failed or hit its time limit, with a
+# "== FAILED stage NAME: exit status N" or "NAME: timed out after S s" line for each on stderr.
 set -uo pipefail
 OUT=${OUT:-device-out}
 PYTHON=${PYTHON:-python3}
@@ -34,12 +37,34 @@ QUALITY_ARGS=${QUALITY_ARGS:---device cuda --seeds 0 --budget-runs 2 --methods f
 ENGINE_ARGS=${ENGINE_ARGS:---device cuda}
 PREDICT_ARGS=${PREDICT_ARGS:---device cuda --seeds 0 1 2}
 mkdir -p "$OUT/quality-gpu"
+FAILED=()
+
+# run_stage NAME LIMIT_S LINES FILE COMMAND...: COMMAND under `timeout LIMIT_S`, its output's
+# last LINES lines (tail -n LINES; +1: all) shown and kept in FILE. A stage that fails or times
+# out is named at once on stderr; the later stages still run, and the script then exits 1
+# naming every failed stage (a session's results are never silently partial).
+run_stage() {
+    local name=$1 limit=$2 lines=$3 file=$4 status
+    shift 4
+    timeout "$limit" "$@" 2>&1 | tail -n "$lines" | tee "$file"
+    status=${PIPESTATUS[0]}
+    if [ "$status" = 124 ]; then
+        FAILED+=("$name: timed out after $limit s")
+    elif [ "$status" != 0 ]; then
+        FAILED+=("$name: exit status $status")
+    else
+        return 0
+    fi
+    echo "== FAILED stage ${FAILED[-1]} (output in $file)" >&2
+}
+
 if [ -z "${DRY_RUN:-}" ]; then
     export PYTHONPATH="$PWD/src:/tmp/fdshpo-deps"
     export FDSHPO_DATA_ROOT="$PWD/.device/data"
-    "$PYTHON" -m pip install -q --no-deps --no-index --target /tmp/fdshpo-deps \
-        .device/wheels/*.whl 2>&1 | tail -2
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+    run_stage "install (optuna wheels)" 120 2 "$OUT/install.txt" "$PYTHON" -m pip install -q \
+        --no-deps --no-index --target /tmp/fdshpo-deps .device/wheels/*.whl
+    run_stage "gpu info (nvidia-smi)" 30 +1 "$OUT/gpu.txt" \
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     "$PYTHON" -c "import torch; print('torch', torch.__version__)" | tee -a "$OUT/gpu.txt"
 fi
 if [ -f .device/quality-gpu/partial.jsonl ]; then
@@ -49,19 +74,24 @@ fi
 if [ -n "${PREDICT:-}" ]; then
     echo "== predicted wall time of the whole protocol (measured per method, this process)"
     # shellcheck disable=SC2086  # the argument lists are word-split on purpose
-    timeout "${PREDICT_LIMIT_S:-480}" "$PYTHON" bench/quality.py "$CONFIG" --predict \
-        $PREDICT_ARGS 2>&1 | tee "$OUT/predict.txt"
+    run_stage "prediction (bench/quality.py --predict)" "${PREDICT_LIMIT_S:-480}" +1 \
+        "$OUT/predict.txt" "$PYTHON" bench/quality.py "$CONFIG" --predict $PREDICT_ARGS
 fi
 
 if [ "${ENGINE:-1}" != 0 ]; then
     echo "== engine costs: bench/gpu.py $ENGINE_ARGS"
     # shellcheck disable=SC2086
-    timeout "${ENGINE_LIMIT_S:-180}" "$PYTHON" bench/gpu.py $ENGINE_ARGS \
-        --out "$OUT/gpu-engine.json" 2>&1 | tail -30 | tee "$OUT/gpu-engine.txt"
+    run_stage "engine costs (bench/gpu.py)" "${ENGINE_LIMIT_S:-180}" 30 "$OUT/gpu-engine.txt" \
+        "$PYTHON" bench/gpu.py $ENGINE_ARGS --out "$OUT/gpu-engine.json"
 fi
 
 echo "== quality: a slice of the GPU benchmark ($QUALITY_ARGS)"
 # shellcheck disable=SC2086
-timeout "${QUALITY_LIMIT_S:-380}" "$PYTHON" bench/quality.py "$CONFIG" \
-    --out "$OUT/quality-gpu" $QUALITY_ARGS 2>&1 | tail -60 | tee "$OUT/quality-gpu.txt"
+run_stage "quality slice (bench/quality.py)" "${QUALITY_LIMIT_S:-380}" 60 \
+    "$OUT/quality-gpu.txt" "$PYTHON" bench/quality.py "$CONFIG" --out "$OUT/quality-gpu" \
+    $QUALITY_ARGS
+if [ "${#FAILED[@]}" != 0 ]; then
+    printf '== FAILED stage %s\n' "${FAILED[@]}" >&2
+    exit 1
+fi
 echo "== done"

@@ -45,15 +45,16 @@ import sys
 import time
 from datetime import date
 
+import steps  # bench/steps.py: what the step-cost benchmarks share
 import torch
 from torch import nn
 
 import fdshpo
-from fdshpo.engines.base import TangentColumns
-from fdshpo.engines.reverse import default_interval, recomputed_steps
+from fdshpo.engines.base import TangentColumns, default_interval, recomputed_steps
 from fdshpo.models import LeNet5, mlp
 
-LOSS = nn.functional.cross_entropy
+LOSS = steps.LOSS
+schedule = steps.schedule
 BATCH = 128
 NETWORKS = {"lenet": ("LeNet-5 (61,706 params)", lambda: LeNet5()),
             "mlp": ("MLP 784-128-10 (101,770 params)", lambda: mlp((1, 28, 28), 10))}
@@ -62,42 +63,21 @@ RUNS = {"forward": {"engine": "forward"}, "reverse": {"engine": "reverse"},
 
 
 def make_batches(num: int, device: str, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(BATCH, 1, 28, 28, generator=gen).to(device),
-             torch.randint(0, 10, (BATCH,), generator=gen).to(device)) for _ in range(num)]
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def schedule(horizon: int, lr_segments: int) -> fdshpo.Schedule:
-    return fdshpo.Schedule.constant(horizon, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                    segments={"lr": lr_segments, "momentum": 1,
-                                              "weight_decay": 1})
+    """``num`` random 28x28 batches of BATCH (:func:`steps.make_batches`)."""
+    return steps.make_batches(num, BATCH, (1, 28, 28), device, seed)
 
 
 def time_plain(model: nn.Module, batches, device: str) -> float:
     """Seconds per plain SGD step (momentum and weight decay on, as in FDS)."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    sync(device)
-    start = time.perf_counter()
-    for x, y in batches:
-        opt.zero_grad(set_to_none=True)
-        LOSS(model(x), y).backward()
-        opt.step()
-    sync(device)
-    return (time.perf_counter() - start) / len(batches)
+    return steps.seconds_per_plain_step(model, batches, device)
 
 
 def time_run(model, batches, val, sched, device, **options):
     """(seconds per inner step, result) of a whole hypergradient() run."""
-    sync(device)
-    start = time.perf_counter()
-    result = fdshpo.hypergradient(model, LOSS, batches, val, sched, **options)
-    sync(device)
-    return (time.perf_counter() - start) / sched.num_steps, result
+    result = []
+    seconds = steps.timed(lambda: result.append(
+        fdshpo.hypergradient(model, LOSS, batches, val, sched, **options)), device)
+    return seconds / sched.num_steps, result[0]
 
 
 def bench_network(name: str, segments: list[int], horizon: int, repeats: int, device: str):
@@ -126,7 +106,7 @@ def bench_network(name: str, segments: list[int], horizon: int, repeats: int, de
                 ratios[key].append(seconds[key] / plain)
         columns = TangentColumns.of(sched, fdshpo.HYPERPARAMETERS)
         row = {"segments": [n, 1, 1], "K": len(columns),
-               "mean_live": sum(columns.live(t) for t in range(horizon)) / horizon,
+               "mean_live": columns.live_steps(horizon) / horizon,
                "plain_step_ms": 1e3 * statistics.median(plains),
                **{k: statistics.median(v) for k, v in ratios.items()},
                "rounds": ratios, "auto_engine": auto.engine, "auto_reason": auto.reason}

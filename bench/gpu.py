@@ -36,10 +36,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import steps  # bench/steps.py: what the step-cost benchmarks share
 import torch
+from steps import LOSS, plain_steps, schedule, timed
 from torch import nn
 
-LOSS = nn.functional.cross_entropy
 NETWORK = "wrn-16-1"
 SHAPE = (3, 32, 32)
 SEGMENTS = {"lr": 7, "momentum": 1, "weight_decay": 1}
@@ -56,37 +57,8 @@ def build(device: str, network: str = NETWORK) -> nn.Module:
 
 
 def make_batches(num: int, batch: int, device: str, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, *SHAPE, generator=gen).to(device),
-             torch.randint(0, 10, (batch,), generator=gen).to(device)) for _ in range(num)]
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str) -> float:
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def schedule(horizon: int):
-    import fdshpo
-
-    return fdshpo.Schedule.constant(horizon, lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                    segments=SEGMENTS)
-
-
-def plain_steps(model: nn.Module, batches) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    for x, y in batches:
-        opt.zero_grad(set_to_none=True)
-        LOSS(model(x), y).backward()
-        opt.step()
+    """``num`` random batches shaped like CIFAR-10 (:func:`steps.make_batches`)."""
+    return steps.make_batches(num, batch, SHAPE, device, seed)
 
 
 def functional_steps(model: nn.Module, batches) -> None:

@@ -72,13 +72,28 @@ def open_run_store(config: ExperimentConfig):
                       endpoint_setting="store.endpoint")
 
 
+def job_owner(job_id: str) -> str:
+    """The run lease's owner label for every step of the pipeline job ``job_id``: the steps
+    of one job (and a retry of it) hold the lease together, another job is refused."""
+    return f"kfp-job:{job_id}"
+
+
 def recorder(config: ExperimentConfig, run_id: str, owner: str | None = None):
     """The run's :class:`~fdshpo.tracking.recorder.RunRecorder` (inner checkpoints every
-    ``config.checkpoint_every`` steps; ``owner`` labels the lease ``start`` takes)."""
+    ``config.checkpoint_every`` steps; ``owner`` labels its lease, :func:`job_owner`)."""
     from fdshpo.tracking.recorder import RunRecorder
 
     return RunRecorder(open_run_store(config), config.experiment, run_id,
                        checkpoint_every=config.checkpoint_every, owner=owner)
+
+
+def held_recorder(config: ExperimentConfig, run_id: str, owner: str):
+    """:func:`recorder` holding the run's lease as ``owner`` for as long as it lives
+    (:meth:`~fdshpo.tracking.recorder.RunRecorder.hold`): a pipeline step after prepare.
+    Raises LeaseHeld when another job holds the run."""
+    rec = recorder(config, run_id, owner)
+    rec.hold()
+    return rec
 
 
 def load_dataset(config: ExperimentConfig) -> TensorDataset:

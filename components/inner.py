@@ -9,22 +9,24 @@ sees exactly the data order and initialisation ``fdshpo.tune.loop.tune`` gives i
 diverges is a result, not a failure (nothing to retry): the outer step applies the policy.
 The :class:`~fdshpo.tune.step.ReplicaResult` goes to the ``hypergradients`` artifact as JSON,
 with the engine that computed it and why (``config.engine``, default auto); the artifact's
-metadata names the engine.
+metadata names the engine. The step holds the run's lease as its job (``owner``) while it
+trains: its checkpoints and result are refused if another job took the run over.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
 
-def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path: str) -> dict:
+def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path: str,
+               owner: str) -> dict:
     """One replica's :class:`~fdshpo.tune.step.ReplicaResult` as a dict, plus ``device`` and
     ``resumed`` (where inner checkpoints were resumed from)."""
     import json
 
-    from fdshpo.components.common import problem_for, read_dataset, recorder
+    from fdshpo.components.common import held_recorder, problem_for, read_dataset
     from fdshpo.tune.state import TuneState
 
     state = TuneState.from_dict(json.loads(state_json))
-    rec = recorder(config, run_id)
+    rec = held_recorder(config, run_id, owner)
     problem = problem_for(config, read_dataset(dataset_path))
     result = config.outer_step().run_replica(problem, state, int(float(replica)),
                                              checkpointer=rec.inner)
@@ -32,7 +34,7 @@ def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path:
             "resumed": [list(r) for r in rec.inner.resumed]}
 
 
-def inner_component(config_json: str, run_id: str, state: str, replica: str,
+def inner_component(config_json: str, run_id: str, job_id: str, state: str, replica: str,
                     dataset: Input[Dataset], hypergradients: Output[Artifact]):
     """KFP: one replica's hypergradients for the current schedule (GPU when configured).
 
@@ -40,10 +42,11 @@ def inner_component(config_json: str, run_id: str, state: str, replica: str,
     from KFP as floats, and a float is refused by an integer input."""
     import json
 
-    from fdshpo.components.common import config_from_json
+    from fdshpo.components.common import config_from_json, job_owner
     from fdshpo.components.inner import inner_step
 
-    record = inner_step(config_from_json(config_json), run_id, state, replica, dataset.path)
+    record = inner_step(config_from_json(config_json), run_id, state, replica, dataset.path,
+                        job_owner(job_id))
     with open(hypergradients.path, "w") as f:
         json.dump(record, f)
     hypergradients.metadata.update({k: record[k] for k in ("outer_step", "replica", "seconds",

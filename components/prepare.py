@@ -7,7 +7,8 @@ initial schedule is the experiment's latest learned schedule in the store
 to the
 configured bounds), and that run is recorded as the new run's ``parent``; without one yet (or
 with other segment counts), the configured values. The step takes the run's lease as
-``kfp-job:<job id>`` (:mod:`fdshpo.store.lease`), so a second job with the same run id is refused.
+``kfp-job:<job id>`` (:mod:`fdshpo.store.lease`; every later step of the job holds it too), so
+a second job with the same run id is refused.
 """
 
 from typing import NamedTuple
@@ -75,14 +76,14 @@ def prepare_component(config_json: str, run_id: str, job_id: str, compiled_graph
     before anything runs."""
     from collections import namedtuple
 
-    from fdshpo.components.common import check_graph, config_from_json
+    from fdshpo.components.common import check_graph, config_from_json, job_owner
     from fdshpo.components.prepare import prepare_step
     from fdshpo.tracking.recorder import new_run_id
 
     config = config_from_json(config_json)
     check_graph(config, compiled_graph, replicas)
     run_id = run_id or new_run_id()
-    state, metadata = prepare_step(config, run_id, dataset.path, owner=f"kfp-job:{job_id}")
+    state, metadata = prepare_step(config, run_id, dataset.path, owner=job_owner(job_id))
     dataset.metadata.update(metadata)
     dataset.metadata["job_id"] = job_id
     return namedtuple("PrepareOutputs", ["run_id", "state"])(run_id, state)

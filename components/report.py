@@ -3,8 +3,9 @@
 :meth:`fdshpo.tracking.recorder.RunRecorder.finish` writes the learned schedule, metrics, plots, the
 HTML report (:mod:`fdshpo.report.run_page`) and, last, the run record and the experiment's
 ``latest``
-pointer (what a retune warm-starts from). The component outputs the same HTML, a Markdown
-summary and KFP ``Metrics``.
+pointer (what a retune warm-starts from), as the run's job (``owner``: the lease the job has
+held since prepare, released here). The component outputs the same HTML, a Markdown summary and
+KFP ``Metrics``.
 """
 
 from kfp.dsl import HTML, Artifact, Input, Markdown, Metrics, Output
@@ -65,15 +66,16 @@ def markdown_summary(config, run_id: str, state: dict, evaluation: dict,
         *steps, ""])
 
 
-def report_step(config, run_id: str, state_json: str, evaluation: dict) -> tuple[str, str, str]:
+def report_step(config, run_id: str, state_json: str, evaluation: dict, owner: str
+                ) -> tuple[str, str, str]:
     """Finish the run in the store; returns (Markdown, HTML, the report's URI)."""
     import json
 
-    from fdshpo.components.common import recorder
+    from fdshpo.components.common import held_recorder
     from fdshpo.schedule import Schedule
 
     state = json.loads(state_json)
-    rec = recorder(config, run_id)
+    rec = held_recorder(config, run_id, owner)
     record = rec.finish(Schedule.from_dict(evaluation["schedule"]), metrics_of(evaluation),
                         converged=bool(state["converged"]))
     html = rec.store.get_bytes(rec.layout.report).decode()
@@ -81,18 +83,20 @@ def report_step(config, run_id: str, state_json: str, evaluation: dict) -> tuple
     return markdown_summary(config, run_id, state, evaluation, record), html, uri
 
 
-def report_component(config_json: str, run_id: str, state: str, evaluation: Input[Artifact],
+def report_component(config_json: str, run_id: str, job_id: str, state: str,
+                     evaluation: Input[Artifact],
                      metrics: Output[Metrics], markdown: Output[Markdown], page: Output[HTML]
                      ) -> str:
     """KFP: record the run, output metrics + Markdown/HTML; returns the report's URI."""
     import json
 
-    from fdshpo.components.common import config_from_json
+    from fdshpo.components.common import config_from_json, job_owner
     from fdshpo.components.report import metrics_of, report_step
 
     with open(evaluation.path) as f:
         result = json.load(f)
-    md, html, uri = report_step(config_from_json(config_json), run_id, state, result)
+    md, html, uri = report_step(config_from_json(config_json), run_id, state, result,
+                                job_owner(job_id))
     with open(markdown.path, "w") as f:
         f.write(md)
     with open(page.path, "w") as f:

@@ -5,23 +5,29 @@ The learned schedule is the one the config's ``outer.select`` rule picks from th
 (:func:`fdshpo.tune.step.select_schedule`). A retraining that diverges is a result, not a
 failure: the evaluation says where (step and values), the run is recorded as such, and
 ``fdshpo run`` exits non-zero; there is nothing for KFP to retry. ``retrain.on_diverged:
-halve_lr`` retrains once more with halved learning rates and records it.
+halve_lr`` retrains once more with halved learning rates and records it. It writes nothing to
+the store, but holds (and renews) the run's lease as its job (``owner``) while it retrains, so
+the job keeps the run from prepare to report.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
 
 
-def retrain_step(config, state_json: str, dataset_path: str) -> dict:
+def retrain_step(config, state_json: str, dataset_path: str, run_id: str | None = None,
+                 owner: str | None = None) -> dict:
     """``{learned: Evaluation dict, initial: Evaluation dict, schedule, outer_steps,
-    converged}``; the initial schedule is the one outer step 1 used."""
+    converged}``; the initial schedule is the one outer step 1 used. With ``run_id`` and
+    ``owner``, the run's lease is held meanwhile."""
     import json
 
-    from fdshpo.components.common import problem_for, read_dataset
+    from fdshpo.components.common import held_recorder, problem_for, read_dataset
     from fdshpo.schedule import Schedule
     from fdshpo.tune.retrain import retrain_and_evaluate
     from fdshpo.tune.state import TuneState
     from fdshpo.tune.step import select_schedule
 
+    # kept while retraining: its heartbeat renews the lease
+    holder = held_recorder(config, run_id, owner) if run_id and owner else None  # noqa: F841
     state = TuneState.from_dict(json.loads(state_json))
     initial = (Schedule.from_dict(state.history[0].schedule) if state.history
                else state.schedule)
@@ -35,15 +41,17 @@ def retrain_step(config, state_json: str, dataset_path: str) -> dict:
             "converged": state.converged}
 
 
-def retrain_component(config_json: str, run_id: str, state: str, dataset: Input[Dataset],
+def retrain_component(config_json: str, run_id: str, job_id: str, state: str,
+                      dataset: Input[Dataset],
                       evaluation: Output[Artifact], metrics: Output[Metrics]) -> float:
     """KFP: retrain + test; returns the learned schedule's test accuracy (-1 if it diverged)."""
     import json
 
-    from fdshpo.components.common import config_from_json
+    from fdshpo.components.common import config_from_json, job_owner
     from fdshpo.components.retrain import retrain_step
 
-    result = retrain_step(config_from_json(config_json), state, dataset.path)
+    result = retrain_step(config_from_json(config_json), state, dataset.path, run_id,
+                          job_owner(job_id))
     with open(evaluation.path, "w") as f:
         json.dump(result, f)
     evaluation.metadata.update({"run_id": run_id, "outer_steps": result["outer_steps"]})

@@ -15,7 +15,10 @@ from prepare as an artifact (dsl.OneOf is used for parameters only). The graph i
 one config: prepare gets the compiled graph's settings (levels, replicas, task resources) as a
 constant and refuses a run whose ``config_json`` or ``replicas`` disagree, naming the keys.
 Resources (GPUs, CPU/memory, node selector, tolerations, credentials Secret as env, retries)
-come from ``config.resources``; a retune pipeline disables caching on every task.
+come from ``config.resources``; a retune pipeline disables caching on every task. Every task that
+touches the run's records (prepare, inner, outer, retrain, report) gets the job id and holds the
+run's lease as ``kfp-job:<job id>`` (:func:`fdshpo.components.common.job_owner`), so the job
+holds it from prepare to report and the writes of any other job are refused.
 """
 
 
@@ -118,22 +121,23 @@ def _level(index: int, next_level, image: str, settings: TaskSettings):
 
     @dsl.pipeline(name=f"outer-step-{index + 1}",
                   description=f"Outer step {index + 1}: replicas, sign update, early stop")
-    def level(config_json: str, run_id: str, state: str, replicas: list,
+    def level(config_json: str, run_id: str, job_id: str, state: str, replicas: list,
               dataset: Input[Dataset]) -> str:
         # group names are "<kind>-<counter>" per sub-pipeline: give each level its own range
         dsl.pipeline_context.Pipeline.get_default_pipeline()._group_id = 100 * (index + 1)
         with dsl.ParallelFor(replicas) as replica:
             inner = settings.training(comps.inner(config_json=config_json, run_id=run_id,
-                                                  state=state, replica=replica, dataset=dataset))
+                                                  job_id=job_id, state=state, replica=replica,
+                                                  dataset=dataset))
         inner.set_display_name("inner-training")
         outer = settings.common(comps.outer(
-            config_json=config_json, run_id=run_id, state=state,
+            config_json=config_json, run_id=run_id, job_id=job_id, state=state,
             hypergradients=dsl.Collected(inner.outputs["hypergradients"])))
         outer.set_display_name("outer-update")
         if next_level is None:
             return outer.outputs["state"]
         with dsl.If(outer.outputs["converged"] == "no", name=f"continue-after-{index + 1}"):
-            deeper = next_level(config_json=config_json, run_id=run_id,
+            deeper = next_level(config_json=config_json, run_id=run_id, job_id=job_id,
                                 state=outer.outputs["state"], replicas=replicas, dataset=dataset)
             deeper.set_caching_options(settings.caching)
         with dsl.Else(name=f"stop-after-{index + 1}"):
@@ -176,16 +180,17 @@ def build_pipeline(config: ExperimentConfig, retune: bool = False):
                                                 compiled_graph=compiled_graph,
                                                 replicas=replicas))
         prepare.set_display_name("prepare")
-        run = prepare.outputs["run_id"]
-        levels = first(config_json=config_json, run_id=run, state=prepare.outputs["state"],
-                       replicas=replicas, dataset=prepare.outputs["dataset"])
+        run, job = prepare.outputs["run_id"], dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        levels = first(config_json=config_json, run_id=run, job_id=job,
+                       state=prepare.outputs["state"], replicas=replicas,
+                       dataset=prepare.outputs["dataset"])
         levels.set_caching_options(settings.caching)
         retrain = settings.training(comps.retrain(config_json=config_json, run_id=run,
-                                                  state=levels.output,
+                                                  job_id=job, state=levels.output,
                                                   dataset=prepare.outputs["dataset"]))
         retrain.set_display_name("retrain-evaluate")
         report = settings.common(comps.report(config_json=config_json, run_id=run,
-                                              state=levels.output,
+                                              job_id=job, state=levels.output,
                                               evaluation=retrain.outputs["evaluation"]))
         report.set_display_name("report")
         return report.outputs["Output"]

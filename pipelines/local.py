@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import threading
@@ -276,6 +277,7 @@ def run_inline(config: ExperimentConfig, run_id: str, retune: bool = False,
     from fdshpo.components.prepare import prepare_step
     from fdshpo.components.report import report_step
     from fdshpo.components.retrain import retrain_step
+    from fdshpo.store.lease import default_owner
     from fdshpo.tune.console import outer_step_line
     from fdshpo.tune.state import OuterStepRecord
 
@@ -283,16 +285,17 @@ def run_inline(config: ExperimentConfig, run_id: str, retune: bool = False,
         config = dataclasses.replace(
             config, outer=dataclasses.replace(config.outer, warm_start=True))
     started = time.perf_counter()
+    owner = f"inline:{default_owner()}:{secrets.token_hex(3)}"  # the steps hold one lease
     with tempfile.TemporaryDirectory(prefix="fdshpo-inline-") as tmp:
         dataset = str(Path(tmp) / "dataset.pt")
-        state, _ = prepare_step(config, run_id, dataset)
+        state, _ = prepare_step(config, run_id, dataset, owner)
         stop = False
         while not stop:
-            records = [inner_step(config, run_id, state, r, dataset)
+            records = [inner_step(config, run_id, state, r, dataset, owner)
                        for r in range(config.outer.replicas)]
-            state, stop, record = outer_step(config, run_id, state, records)
+            state, stop, record = outer_step(config, run_id, state, records, owner)
             progress(outer_step_line(OuterStepRecord.from_dict(record),
                                      config.outer.max_steps))
-        evaluation = retrain_step(config, state, dataset)
-        report_step(config, run_id, state, evaluation)
+        evaluation = retrain_step(config, state, dataset, run_id, owner)
+        report_step(config, run_id, state, evaluation, owner)
     return summarise(config, run_id, time.perf_counter() - started)

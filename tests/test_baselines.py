@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from fdshpo import EnginePrices
 from fdshpo.baselines import (
     BUDGET_AWARE,
     METHODS,
@@ -38,7 +39,7 @@ from fdshpo.tune.loop import InnerTask
 from fdshpo.tune.problem import ClassificationProblem
 
 #: A fixed price list, so the allocation (what each method can afford) is deterministic.
-COSTS = CostModel(seconds_per_step=1e-3, fds_base=2.0, per_tangent=0.75,
+COSTS = CostModel(seconds_per_step=1e-3, engines=EnginePrices(forward_base=2.0, per_tangent=0.75),
                   per_eval_example=1 / 96, per_grad_example=1 / 32)
 BUDGET = 240.0
 #: Where every method starts (the fair start); inside SPACE's bounds.
@@ -293,23 +294,38 @@ def test_ledger_costs_follow_the_model():
     assert total.plain_steps == 10 and total.seconds == 0.5
     assert total.wall_steps(COSTS) == pytest.approx(500)
     with pytest.raises(ValueError, match="seconds_per_step must be positive"):
-        CostModel(0.0, 1, 1, 1, 1)
+        CostModel(0.0, EnginePrices(1, 1), 1, 1)
 
 
 def test_calibration_measures_positive_prices(problem, space):
     model = calibrate(problem, space.constant(0.1, 0.5, 0.0), steps=3, repeats=1)
     # prices only (how FDS's step compares with a plain one is bench/engine.py's to measure)
-    assert model.seconds_per_step > 0 and model.fds_base + model.per_tangent > 0
-    assert model.reverse_step > 0 and model.reverse_recompute > 0
+    prices = model.engines
+    assert model.seconds_per_step > 0 and prices.forward_base + prices.per_tangent > 0
+    assert prices.reverse_step > 0 and prices.recompute > 0
     assert model.per_eval_example > 0 and model.per_grad_example > 0
     assert CostModel.from_dict(model.to_dict()) == model
-    prices = model.engine_prices()
-    assert (prices.reverse_step, prices.recompute) == (model.reverse_step,
-                                                       model.reverse_recompute)
+    assert model.engine_prices() is prices
 
 
-CHEAP_REVERSE = CostModel(1e-3, 2.0, 0.75, 1 / 96, 1 / 32, reverse_step=2.5,
-                          reverse_recompute=1.0)
+def test_a_cost_model_reads_and_writes_the_flat_keys_every_comparison_wrote():
+    """Journals and --cost-model files keep their format; one without reverse-mode prices
+    (written before reverse mode existed) prices only forward mode."""
+    flat = {"seconds_per_step": 0.002, "fds_base": 2.0, "per_tangent": 0.75,
+            "per_eval_example": 0.01, "per_grad_example": 0.03, "reverse_step": 2.5,
+            "reverse_recompute": 1.0}
+    model = CostModel.from_dict(flat)
+    assert model.engines == EnginePrices(2.0, 0.75, 2.5, 1.0)
+    assert model.to_dict() == flat
+    old = CostModel.from_dict({k: v for k, v in flat.items() if "reverse" not in k})
+    assert old.engine_prices() is None and not old.engines.has_reverse
+    assert old.to_dict() == {**flat, "reverse_step": None, "reverse_recompute": None}
+    with pytest.raises(ValueError, match="no reverse-mode prices"):
+        Ledger(reverse_steps=3).cost(old)
+
+
+CHEAP_REVERSE = CostModel(1e-3, EnginePrices(2.0, 0.75, reverse_step=2.5, recompute=1.0),
+                          1 / 96, 1 / 32)
 
 
 def test_a_reverse_mode_run_is_charged_for_its_sweeps_and_recomputation():

@@ -49,3 +49,33 @@ def test_device_run_dry_run_predicts_compares_and_records(tmp_path):
     assert summary["command"].startswith("python bench/quality.py")
     for name in ("tiny-accuracy.png", "tiny-schedules.png"):
         assert record.parent.joinpath(name).read_bytes()[:4] == b"\x89PNG"
+
+
+FAKE_PYTHON = """#!/usr/bin/env bash
+case "$*" in
+    *bench/gpu.py*) echo "engine bench broke"; exit 3 ;;
+    *--predict*) echo "predicted: searches 1 s"; exit 0 ;;
+    *bench/quality.py*) exec sleep 30 ;;
+esac
+"""
+
+
+def test_device_run_fails_naming_each_stage_that_failed_or_timed_out(tmp_path):
+    """A stage that fails or hits its limit makes the script fail with the stage's name (it
+    used to exit 0 and leave a missing result file for a later reader to trip on)."""
+    python = tmp_path / "python"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    out = tmp_path / "device-out"
+    env = {**os.environ, "DRY_RUN": "1", "PREDICT": "1", "PYTHON": str(python),
+           "OUT": str(out), "QUALITY_LIMIT_S": "1"}
+    proc = subprocess.run(["bash", str(ROOT / "bench" / "device_run.sh")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failed = [line for line in proc.stderr.splitlines() if line.startswith("== FAILED")]
+    assert failed[-2:] == ["== FAILED stage engine costs (bench/gpu.py): exit status 3",
+                           "== FAILED stage quality slice (bench/quality.py): timed out after "
+                           "1 s"], proc.stderr
+    assert f"(output in {out}/gpu-engine.txt)" in failed[0]
+    assert "engine bench broke" in (out / "gpu-engine.txt").read_text()
+    assert "prediction" not in proc.stderr and "== done" not in proc.stdout

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import fdshpo.compare.comparison as compare_module
+from fdshpo import EnginePrices
 from fdshpo.baselines import SearchSpace
 from fdshpo.baselines.budget import CostModel
 from fdshpo.compare.comparison import Comparison, MethodRun, Row, compare, settings
@@ -26,7 +27,7 @@ from fdshpo.tune.problem import ClassificationProblem
 from fdshpo.tune.retrain import retrain_and_test
 
 ROOT = Path(__file__).resolve().parents[1]
-COSTS = CostModel(seconds_per_step=1e-3, fds_base=2.0, per_tangent=0.75,
+COSTS = CostModel(seconds_per_step=1e-3, engines=EnginePrices(forward_base=2.0, per_tangent=0.75),
                   per_eval_example=1 / 96, per_grad_example=1 / 32)
 METHODS = ("fds", "greedy", "random", "linear", "hyperband")
 INIT = {"lr": 0.07, "momentum": 0.3, "weight_decay": 1e-3}

@@ -168,7 +168,7 @@ def test_state_memory_of_real_runs_at_two_horizons(engine):
         assert peaks[8] == 20 * P * f64 + 8 * f64
         assert peaks[80] - peaks[8] == losses
     else:  # stored (theta, v) pairs grow like sqrt(T), bounded by the engine's own count
-        from fdshpo.engines.reverse import peak_states
+        from fdshpo.engines.base import peak_states
 
         fingerprints = 72 * 3 * f64
         pairs = (peaks[80] - peaks[8] - losses - fingerprints) / (2 * P * f64)

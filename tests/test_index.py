@@ -14,7 +14,7 @@ import pytest
 
 from fdshpo import Schedule
 from fdshpo.cli import main as cli
-from fdshpo.store import open_store
+from fdshpo.store import StoreError, open_store
 from fdshpo.store.layout import RunLayout, index_entry
 from fdshpo.tracking import index
 from fdshpo.tracking.query import Query
@@ -316,7 +316,13 @@ def test_index_entries_are_written_after_what_they_claim(tmp_path):
         order.append(key)
         return real_put(key, data, overwrite)
 
-    store.put_bytes = observed
+    real_swap = store.swap_bytes
+
+    def observed_swap(key, data, expected):  # the latest.json pointer's compare-and-write
+        order.append(key)
+        return real_swap(key, data, expected)
+
+    store.put_bytes, store.swap_bytes = observed, observed_swap
     _record(store, "a", "r0", accuracy=0.5)
     layout = RunLayout("a", "r0")
     started = next(i for i, k in enumerate(order) if k.startswith("index/") and "started" in k)
@@ -330,3 +336,108 @@ def test_experiments_list_explains_an_unknown_best_key(tmp_path, capsys):
     _record(open_store(tmp_path), "a", "r0", accuracy=0.5)
     assert cli(["experiments", "list", "--store", str(tmp_path), "--best", "-acc"]) == 2
     assert capsys.readouterr().err == f"fdshpo: error: unknown key 'acc' in --best; {KNOWN}\n"
+
+
+def test_an_abandoned_index_read_does_not_wait_for_its_fetches():
+    """A read left unfinished (a listed key vanished under compaction) is closed by whoever
+    drops it, possibly the garbage collector in a thread holding the S3 client's pool lock
+    that the running fetches wait for: closing must never wait for them (it deadlocked)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    def get(key):
+        if key != "a":
+            release.wait(60)
+        return key
+
+    reads = index._windowed(ThreadPoolExecutor(2), get, ["a", "b", "c"])
+    assert next(reads) == ("a", "a")
+    closer = threading.Thread(target=reads.close)
+    closer.start()
+    closer.join(10)
+    stuck = closer.is_alive()
+    release.set()
+    closer.join()
+    assert not stuck, "closing an unfinished index read waited for its running fetches"
+
+
+# -- errors are not damage -----------------------------------------------------------------------
+@pytest.fixture
+def s3_store(s3_bucket, s3_env):
+    return open_store(f"s3://{s3_bucket}/runs")
+
+
+def fail_reads_of(store, s3_bucket: str, part: str) -> list[str]:
+    """Fault injector: every read of a key containing ``part`` goes to an endpoint where
+    nothing listens (a real network error from the real client, after a 0.5 s deadline);
+    returns the keys it failed."""
+    unreachable = open_store(f"s3://{s3_bucket}", s3_endpoint="http://127.0.0.1:9",
+                             deadline=0.5)
+    real, failed = store.get_bytes, []
+
+    def get_bytes(key):
+        if part in key:
+            failed.append(key)
+            return unreachable.get_bytes(key)
+        return real(key)
+
+    store.get_bytes = get_bytes
+    return failed
+
+
+def test_a_failed_index_read_aborts_the_listing_instead_of_skipping_runs(s3_store, s3_bucket,
+                                                                         small_index):
+    for i in range(9):
+        _record(s3_store, "a", f"r{i}", accuracy=i / 10)
+    assert len(list_runs(s3_store).rows) == 9
+    failed = fail_reads_of(s3_store, s3_bucket, "/segments/")
+    with pytest.raises(StoreError) as info:
+        list_runs(s3_store)
+    message = str(info.value)
+    assert message.startswith(f"the run index could not be read at {failed[0]} (cannot reach "
+                              "S3 endpoint http://127.0.0.1:9")
+    assert message.endswith("nothing was skipped or listed: retry when the store answers")
+    with pytest.raises(StoreError, match="the run index could not be read"):
+        experiments_overview(s3_store)
+
+
+def test_reindex_under_a_read_error_marks_no_complete_run_incomplete(s3_store, s3_bucket):
+    for i in range(3):
+        _record(s3_store, "a", f"r{i}", accuracy=i / 10)
+    before = list_runs(s3_store).rows
+    fail_reads_of(s3_store, s3_bucket, "runs/r1/run.json")
+    with pytest.raises(StoreError) as info:
+        reindex(s3_store)
+    assert str(info.value).startswith("reindex stopped at run a/r1: cannot reach S3 endpoint")
+    assert str(info.value).endswith("The index was left as it was (no run marked incomplete); "
+                                    "run `fdshpo runs reindex` again when the store answers")
+    assert list_runs(s3_store).rows == before
+    assert [r["status"] for r in before] == ["complete"] * 3
+
+
+def test_a_failed_read_while_showing_a_run_is_an_error_not_corruption(s3_store, s3_bucket):
+    from fdshpo.tracking.reader import load_run
+
+    _record(s3_store, "a", "r0", accuracy=0.5)
+    fail_reads_of(s3_store, s3_bucket, "runs/r0/metrics.json")
+    with pytest.raises(StoreError, match="cannot reach S3 endpoint http://127.0.0.1:9"):
+        load_run(s3_store, "a/r0")
+
+
+@pytest.mark.parametrize("segment", [[], {"entries": 5}, {"entries": [], "replaces": 7},
+                                     {"entries": [{"run_id": "x"}], "covers": "r0"}])
+def test_a_malformed_checksummed_segment_never_fails_a_start_or_finish(store, small_index,
+                                                                       segment):
+    for name in ("0-bad1.json", "0-bad2.json", "0-bad3.json"):  # enough to merge
+        store.put_json(f"index/a/segments/{name}", segment)
+    for i in range(6):  # each start and finish compacts, and merges level-0 segments
+        _record(store, "a", f"r{i}", accuracy=i / 10)
+    listing = list_runs(store)
+    assert [r["run_id"] for r in listing.rows] == [f"r{i}" for i in range(6)]
+    assert all("damaged index object skipped" in str(p) for p in listing.problems)
+    assert {p.key.split("#")[0] for p in listing.problems} == {
+        f"index/a/segments/0-bad{i}.json" for i in (1, 2, 3)}
+    reindex(store)
+    repaired = list_runs(store)
+    assert repaired.problems == [] and repaired.rows == listing.rows

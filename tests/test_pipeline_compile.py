@@ -178,3 +178,20 @@ def test_every_package_under_src_is_listed_in_pyproject():
              for p in (ROOT / "src").rglob("__init__.py") if "egg-info" not in str(p)}
     assert found <= listed, f"add {sorted(found - listed)} to pyproject's packages list"
     assert {"fdshpo.components", "fdshpo.pipelines"} <= listed
+
+
+def test_every_task_that_touches_the_run_holds_the_jobs_lease(tmp_path):
+    """prepare, each level's inner and outer tasks, retrain and report all get the job id
+    (the run lease's owner, ``kfp-job:<job id>``), from the job-id placeholder."""
+    config = load_config(ROOT / "configs" / "demo.yaml")
+    spec = yaml.safe_load(compile_pipeline(config, tmp_path / "p.yaml").read_text())
+    root = spec["root"]["dag"]["tasks"]
+    assert {name: root[name]["inputs"]["parameters"]["job_id"] for name in root} == {
+        name: {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}} for name in root}
+    kinds = ("prepare", "inner", "outer", "retrain", "report")
+    components = {name: c for name, c in spec["components"].items()
+                  if name.removeprefix("comp-").split("-")[0] in kinds
+                  and "executorLabel" in c}
+    assert len(components) == 3 + 2 * config.outer.max_steps
+    for name, component in components.items():
+        assert "job_id" in component["inputDefinitions"]["parameters"], name

@@ -121,7 +121,8 @@ if "--pause-after-first-checkpoint" in sys.argv:
 config = load_config(sys.argv[1])
 state = TuneState(config.initial_schedule(), config.optimizer().init(config.initial_schedule()))
 import json
-record = inner_step(config, "resume", json.dumps(state.to_dict()), 0, sys.argv[2])
+record = inner_step(config, "resume", json.dumps(state.to_dict()), 0, sys.argv[2],
+                    "kfp-job:resume")  # the rerun: a retry of the same job
 print(json.dumps(record))
 """
 

@@ -162,3 +162,37 @@ def test_resumed_forward_state_is_aligned():
     loaded = ForwardState.from_tensors(saved)
     assert all(t.data_ptr() % ALIGNMENT == 0 for t in _tensors(tuple(loaded)))
 
+
+
+def test_deterministic_kernels_hold_only_inside_the_block_and_only_for_cuda():
+    from fdshpo.reproducible import deterministic_kernels
+
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    try:
+        cudnn.deterministic, cudnn.benchmark = False, True
+        with deterministic_kernels(torch.device("cpu")):
+            assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with deterministic_kernels(torch.device("cuda", 0)):  # sets flags only: no GPU needed
+            assert (cudnn.deterministic, cudnn.benchmark) == (True, False)
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+        with pytest.raises(RuntimeError), deterministic_kernels(torch.device("cuda")):
+            raise RuntimeError("a failing run")
+        assert (cudnn.deterministic, cudnn.benchmark) == (False, True)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_reverse_mode_recomputes_bit_for_bit_on_cuda():
+    """Recomputed trajectory states (the default interval) give the hypergradients of a run
+    that stores every state (recompute_every=1), bit for bit, on the GPU."""
+    model = tiny_conv_bn(seed=3).cuda()
+    train = [(x.cuda(), y.cuda()) for x, y in batches_for("conv", 16, batch=16, seed=4)]
+    val = [(x.cuda(), y.cuda()) for x, y in batches_for("conv", 2, batch=40, seed=5)]
+    schedule = Schedule.constant(16, lr=0.1, momentum=0.8, weight_decay=1e-3,
+                                 segments={"lr": 4, "momentum": 2, "weight_decay": 1})
+    runs = [hypergradient(model, torch.nn.functional.cross_entropy, train, val, schedule,
+                          engine="reverse", recompute_every=every) for every in (None, 1)]
+    for name in runs[0].grads:
+        assert torch.equal(runs[0].grads[name], runs[1].grads[name]), name

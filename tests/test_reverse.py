@@ -9,10 +9,10 @@ from reference import unrolled_reverse_hypergradient
 
 from fdshpo import EnginePrices, Schedule, hypergradient, validation_loss
 from fdshpo.data import ShuffledBatches
+from fdshpo.engines.base import CALIBRATED_PRICES, recomputed_steps, stored_steps
 from fdshpo.engines.inner import load_state, train
-from fdshpo.engines.prices import CALIBRATED_PRICES
 from fdshpo.engines.replay import ReplayError
-from fdshpo.engines.reverse import ReverseEngine, recomputed_steps, stored_steps
+from fdshpo.engines.reverse import ReverseEngine
 
 LOSS = torch.nn.functional.cross_entropy
 T = 11  # default interval ceil(sqrt(11)) = 4: 11 is not a multiple of it

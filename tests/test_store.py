@@ -232,3 +232,55 @@ def test_json_is_canonical(tmp_path):
     store.put_json("a.json", {"b": 1, "a": 2})
     assert json.loads((tmp_path / "a.json").read_text()) == {"a": 2, "b": 1}
     store.put_json("a.json", {"a": 2, "b": 1})  # equal object, equal bytes: no conflict
+
+
+@pytest.mark.parametrize("same_bytes", [False, True])
+def test_data_without_its_checksum_is_a_conflict_never_written(store, same_bytes):
+    """A file dropped into a local store, or an object put without fdshpo's metadata: a
+    create-only write must not report it as its own (a read would then fail)."""
+    key, ours = "experiments/e/runs/r/config.json", b'{"a": 1}'
+    there = ours if same_bytes else b'{"b": 2}'
+    if isinstance(store, LocalStore):
+        path = store.root / key
+        path.parent.mkdir(parents=True)
+        path.write_bytes(there)
+    else:
+        store._client.put_object(store.bucket, store._object(key), io.BytesIO(there),
+                                 len(there))
+    with pytest.raises(ArtifactExists) as info:
+        store.put_bytes(key, ours)
+    assert str(info.value) == (
+        f"{store.uri}: {key!r} already holds data without a recorded sha256 (not written by "
+        "fdshpo, or its checksum was lost); it is left as is: remove it if it is not needed, "
+        "or write to a new key")
+    with pytest.raises(IntegrityError, match="has no recorded sha256"):
+        store.get_bytes(key)
+
+
+def test_the_local_servers_identity_file_is_created_private(tmp_path, monkeypatch):
+    """The file holding the server's keys is 0600 from its creation (not chmod-ed after),
+    also when it exists already from an earlier start."""
+    import pathlib
+
+    from fdshpo.store import server as server_module
+
+    seen = []
+
+    def no_server(command, **kwargs):  # launch nothing: record the identity file's mode
+        seen.append(identity.stat().st_mode & 0o777)
+        raise OSError("not launched in this test")
+
+    monkeypatch.setattr(server_module.subprocess, "Popen", no_server)
+    monkeypatch.setattr(pathlib.Path, "chmod", lambda *a, **k: None)  # only creation counts
+    identity = tmp_path / "s3-identity.json"
+    old = os.umask(0o002)
+    try:
+        for existing_mode in (None, 0o664):
+            if existing_mode is not None:
+                os.chmod(identity, existing_mode)
+            with pytest.raises(OSError, match="not launched"):
+                server_module.SeaweedServer(tmp_path).start()
+    finally:
+        os.umask(old)
+    assert seen == [0o600, 0o600]
+    assert json.loads(identity.read_text())["identities"][0]["name"] == "fdshpo"

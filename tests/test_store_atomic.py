@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -92,7 +93,7 @@ class IgnoresConditionalWritesFake(S3Store):
     """Fault injection (no real server ignores the header here): the real SeaweedFS server,
     reached by plain PUTs, as a server that ignores ``If-None-Match`` would behave."""
 
-    def _conditional_put(self, name, data, sha256):
+    def _conditional_put(self, name, data, sha256, condition=None):
         import io
 
         self._client.put_object(self.bucket, name, io.BytesIO(data), len(data),
@@ -121,6 +122,55 @@ def test_the_probe_runs_once_per_store(s3_bucket, s3_env, monkeypatch):
     probes = [c for c in calls if "/.fdshpo-probe/" in f"/{c}"]
     assert len(probes) == 2 and len(calls) == 5  # the probe's two PUTs, then one per key
     assert store.list("") == ["k0.json", "k1.json", "k2.json"]
+
+
+# ---- compare-and-write and the store's clock ------------------------------------------------
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return open_store(tmp_path / "store")
+    return open_store(f"s3://{request.getfixturevalue('s3_bucket')}/cas")
+
+
+def test_compare_and_write(store):
+    assert store.swap_bytes("p.json", b"one", None)
+    assert not store.swap_bytes("p.json", b"two", None)
+    one = store.checksum("p.json")
+    assert store.swap_bytes("p.json", b"two", one)
+    assert not store.swap_bytes("p.json", b"three", one)  # stale: it holds "two" now
+    assert not store.swap_bytes("absent.json", b"x", one)
+    assert store.get_bytes("p.json") == b"two"
+
+
+def test_the_store_tells_the_age_of_a_key_by_its_own_clock(store):
+    store.put_json("a.json", {"x": 1})
+    assert 0 <= store.age("a.json") < 2
+    time.sleep(1.2)
+    assert 1 <= store.age("a.json") < 4
+
+
+class IgnoresIfMatchFake(S3Store):
+    """Fault injection: the real server reached by plain PUTs whenever ``If-Match`` is asked
+    for, as a server that ignores that header would behave."""
+
+    def _conditional_put(self, name, data, sha256, condition=None):
+        import io
+
+        if condition and "If-Match" in condition:
+            self._client.put_object(self.bucket, name, io.BytesIO(data), len(data),
+                                    metadata={"sha256": sha256})
+            return
+        super()._conditional_put(name, data, sha256, condition)
+
+
+def test_a_store_that_ignores_if_match_is_refused_for_compare_and_write(s3_bucket, s3_env):
+    real = open_store(f"s3://{s3_bucket}/p")
+    fake = IgnoresIfMatchFake(real.bucket, real.prefix, real.endpoint, real._credentials)
+    fake.put_json("a.json", {"x": 1})  # create-only writes still work
+    with pytest.raises(StoreError, match=r"does not support conditional writes \(If-Match\)"):
+        fake.swap_bytes("a.json", b"{}", fake.checksum("a.json"))
+    assert real.get_json("a.json") == {"x": 1}
 
 
 # ---- a writer killed between the data and its checksum (local store) -----------------------

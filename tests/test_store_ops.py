@@ -11,8 +11,12 @@ from fdshpo.schedule import Schedule
 from fdshpo.store import LocalStore, open_store
 from fdshpo.store.admin import bucket_policy, read_user_keys
 from fdshpo.store.base import StoreError
-from fdshpo.store.layout import latest_pointer
+from fdshpo.store.layout import RunLayout, is_live_state, latest_pointer
+from fdshpo.store.s3 import S3Store
+from fdshpo.tracking import index
+from fdshpo.tracking.reader import list_runs
 from fdshpo.tracking.recorder import RunRecorder
+from fdshpo.tracking.reindex import reindex
 
 
 def test_placeholder_keys_are_refused_before_anything_is_contacted(monkeypatch, capsys,
@@ -84,8 +88,10 @@ def test_backup_and_restore_round_trip_a_real_store(s3_bucket, tmp_path, capsys)
     restored_uri = f"s3://{s3_bucket}/restored"
     assert main(["store", "restore", str(backup), "--store", restored_uri]) == 0
     restored = open_store(restored_uri)
-    assert restored.list("") == keys
+    runs = [k for k in keys if k.startswith("experiments/") and not is_live_state(k)]
+    assert restored.list("experiments/") == runs
     assert restored.get_json(latest_pointer("exp"))["run_id"] == "run-b"
+    assert list_runs(restored).rows == list_runs(source).rows
 
 
 def test_restore_reports_conflicts_and_corruption_and_overwrites_nothing(s3_bucket, tmp_path,
@@ -105,3 +111,60 @@ def test_restore_reports_conflicts_and_corruption_and_overwrites_nothing(s3_buck
     assert target.get_json(config_key) == {"someone": "else"}
     assert not target.exists("experiments/exp/runs/run-a/metrics.json")
     assert target.exists("experiments/exp/runs/run-a/run.json")
+
+
+def test_a_live_store_backs_up_and_restores_into_a_store_that_reindex_leaves_unchanged(
+        s3_bucket, tmp_path, capsys, monkeypatch):
+    """The source moves on between the backup's listing and its copies (a run starts and
+    finishes, the index compacts the entries listed, a lease is released): what vanished is
+    reported, not fatal. The restore leaves out leases and inner checkpoints, keeps the
+    destination's newer latest.json, and its run index equals what `runs reindex` builds."""
+    monkeypatch.setattr(index, "COMPACT_AT", 4)
+    source_uri = f"s3://{s3_bucket}/live"
+    source = open_store(source_uri)
+    for i in range(3):
+        record_run(source, f"run-{i}", 0.1 * (i + 1))
+    running = RunRecorder(source, "exp", "running")
+    running.start({"experiment": "exp", "lr": 0.5})               # holds its lease
+    source.put_bytes(RunLayout("exp", "running").inner_checkpoint(0, 0, 10), b"state",
+                     overwrite=True)
+    real_list, moved = S3Store.list, []
+
+    def live_list(self, prefix=""):  # the backup's listing, then the store moves on
+        keys = real_list(self, prefix)
+        if self.uri == source.uri and not moved:
+            moved.append(True)
+            record_run(source, "run-3", 0.4)    # compacts the loose entries listed above
+            running.close()
+        return keys
+
+    monkeypatch.setattr(S3Store, "list", live_list)
+    backup = tmp_path / "backup"
+    assert main(["store", "backup", str(backup), "--store", source_uri]) == 0
+    out = capsys.readouterr().out
+    assert " vanished while copying (deleted by the live source)" in out
+    assert "  vanished before it was read (compacted, released or superseded), skipped: " \
+           "index/exp/entries/" in out
+    monkeypatch.setattr(S3Store, "list", real_list)
+
+    target_uri = f"s3://{s3_bucket}/target"
+    target = open_store(target_uri)
+    later = RunRecorder(target, "exp", "run-9", clock=lambda: 4_000_000_000.0)
+    later.start({"experiment": "exp", "lr": 0.9})
+    later.finish(Schedule.constant(10, lr=0.9, momentum=0.0, weight_decay=0.0), report=False)
+    assert main(["store", "restore", str(backup), "--store", target_uri]) == 0
+    out = capsys.readouterr().out
+    assert "left out (leases, inner checkpoints, the run index)" in out
+    assert "  kept the destination's pointer to a run that finished later: " \
+           "experiments/exp/latest.json" in out
+    assert "rebuilt the run index of 1 experiment(s) (5 run(s)) from the restored run " \
+           "folders" in out
+    assert target.get_json(latest_pointer("exp"))["run_id"] == "run-9"
+    assert [k for k in target.list("") if is_live_state(k)] == [
+        k for k in target.list("experiments/exp/runs/run-9/") if "/lease/" in k]
+    listed = list_runs(target)
+    assert [(r["run_id"], r["status"]) for r in listed.rows] == [
+        ("run-0", "complete"), ("run-1", "complete"), ("run-2", "complete"),
+        ("run-9", "complete"), ("running", "incomplete")]
+    result = reindex(target)
+    assert result.problems == [] and list_runs(target).rows == listed.rows

@@ -217,7 +217,7 @@ def test_server_killed_mid_write_leaves_no_run_that_looks_complete(s3_bucket, s3
     assert [r["status"] for r in list_runs(store).rows] == ["incomplete"]
     assert not store.exists(recorder.layout.record)
     assert not store.exists(recorder.layout.key("plots/huge.png"))
-    recorder.store = store
+    recorder.close()  # the failed attempt ends (leaving its with block releases the lease)
     RunRecorder(store, "exp", recorder.run_id).finish(result.schedule)
     assert [r["status"] for r in list_runs(store).rows] == ["complete"]
 
@@ -253,14 +253,17 @@ def test_store_serve_prints_a_working_environment(tmp_path, monkeypatch):
 
 
 def test_a_second_writer_of_a_run_is_refused_until_the_lease_is_released_or_expires(store):
-    first = RunRecorder(store, "exp", "r1", lease_seconds=60)
+    first = RunRecorder(store, "exp", "r1", lease_seconds=3)
     assert first.start({"horizon": HORIZON}) is None
     second = RunRecorder(store, "exp", "r1")
-    with pytest.raises(LeaseHeld, match=r"run exp/r1 is being written by .+ expires at .+; "
-                                        r"let that writer finish, or if it has died"):
+    with pytest.raises(LeaseHeld, match=r"run exp/r1 is being written by .+ expires in \d+s "
+                                        r"unless renewed\); let that writer finish, or if it "
+                                        r"has died"):
         second.start({"horizon": HORIZON})
-    # the first writer stops renewing (crashed); a minute later its lease has expired
-    later = RunRecorder(store, "exp", "r1", clock=lambda: time.time() + 61)
+    # the first writer stops renewing (crashed); 3 s later (the store's clock) it has expired
+    first.lease.stop()
+    time.sleep(3.5)
+    later = RunRecorder(store, "exp", "r1")
     assert later.start({"horizon": HORIZON}) is None
     with pytest.raises(LeaseLost, match="took it over"):  # the first writer finds out
         first.lease.renew()
@@ -305,7 +308,7 @@ def test_the_lease_of_a_killed_writer_on_this_host_is_free_at_once(tmp_path):
 @pytest.mark.parametrize("dies_at", ["index/", "latest.json"])
 def test_a_finish_that_died_after_the_run_record_completes_when_retried(tmp_path, dies_at):
     store = open_store(tmp_path)
-    recorder = RunRecorder(store, "exp", "r1")
+    recorder = RunRecorder(store, "exp", "r1", owner="kfp-job:1")  # a pipeline job's report
     recorder.start({"horizon": HORIZON})
     schedule, metrics = _initial(), {"test_accuracy": 0.7}
     real_put = store.put_bytes
@@ -315,14 +318,21 @@ def test_a_finish_that_died_after_the_run_record_completes_when_retried(tmp_path
             raise StoreError(f"simulated crash writing {key}")
         return real_put(key, data, overwrite)
 
-    store.put_bytes = dies_after_the_record
+    real_swap = store.swap_bytes
+
+    def swap_dies_after_the_record(key, data, expected):  # the pointer's compare-and-write
+        if key.endswith(dies_at):
+            raise StoreError(f"simulated crash writing {key}")
+        return real_swap(key, data, expected)
+
+    store.put_bytes, store.swap_bytes = dies_after_the_record, swap_dies_after_the_record
     with pytest.raises(StoreError, match="simulated crash"):
         recorder.finish(schedule, metrics, report=False)
-    store.put_bytes = real_put
+    store.put_bytes, store.swap_bytes = real_put, real_swap
     assert store.exists(recorder.layout.record) and latest_schedule(store, "exp") is None
     record = store.get_json(recorder.layout.record)
-    # the retry runs later (another second: another "finished" time) in another process
-    retry = RunRecorder(store, "exp", "r1", clock=lambda: time.time() + 5)
+    # the retry of that job runs later (another "finished" time) in another process
+    retry = RunRecorder(store, "exp", "r1", owner="kfp-job:1", clock=lambda: time.time() + 5)
     assert retry.finish(schedule, metrics, report=False) == record
     assert latest_schedule(store, "exp") == schedule
     assert [(r["status"], r["record_sha256"]) for r in list_runs(store).rows] == [

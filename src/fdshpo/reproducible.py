@@ -24,13 +24,20 @@ fdshpo therefore does both of:
   where MKL was used before ``fdshpo`` was imported and its mode can no longer change.
 
 :func:`mkl_strict_mode` reports the mode MKL runs in (for tests and diagnostics).
+
+On CUDA, reverse mode recomputes trajectory states on its backward sweep and needs them bit for
+bit: :func:`deterministic_kernels` makes cuDNN pick deterministic algorithms (and stop
+auto-tuning, which may pick a different one the second time) for the duration of a run, then
+restores the caller's settings. Not yet measured on a device: ``tests/test_reverse.py`` holds
+the check (recomputed vs stored states, bitwise), skipped without CUDA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 
 #: MKL's environment variable for its CNR mode, and the mode fdshpo asks for.
 MKL_CNR_VARIABLE = "MKL_CBWR"
@@ -73,3 +80,22 @@ def aligned(tensor):
     if tensor.data_ptr() % ALIGNMENT == 0:
         return tensor
     return tensor.new_empty(tensor.shape).copy_(tensor)
+
+
+@contextlib.contextmanager
+def deterministic_kernels(device) -> Iterator[None]:
+    """On a CUDA ``device``: ``torch.backends.cudnn.deterministic = True`` and
+    ``benchmark = False`` inside the block, the caller's values restored after; elsewhere
+    nothing (CPU kernels are deterministic for a fixed alignment)."""
+    if getattr(device, "type", str(device).split(":")[0]) != "cuda":
+        yield
+        return
+    import torch
+
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved

@@ -37,13 +37,20 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..engines.base import TangentColumns
-from ..engines.choose import EngineChoice, choose_engine
+from ..engines.base import (
+    EngineChoice,
+    EnginePrices,
+    TangentColumns,
+    checked_interval,
+    recomputed_steps,
+)
+from ..engines.choose import choose_engine
+from ..engines.flat import Footprint
 from ..engines.forward import ForwardEngine
 from ..engines.inner import train
-from ..engines.prices import EnginePrices, default_memory_limit, timed_seconds
+from ..engines.prices import default_memory_limit, timed_seconds
 from ..engines.replay import BatchReplay
-from ..engines.reverse import ReverseEngine, checked_interval, recomputed_steps
+from ..engines.reverse import ReverseEngine
 from ..schedule import Schedule
 from ..tune.problem import ClassificationProblem
 
@@ -52,45 +59,61 @@ from ..tune.problem import ClassificationProblem
 class CostModel:
     """Prices of work in plain-step equivalents, and the plain step's wall time in seconds.
 
-    ``reverse_step`` / ``reverse_recompute`` are None in a model without reverse-mode prices
-    (then only the forward engine can be charged, and :func:`fds_engine` picks it)."""
+    ``engines``: the FDS engines' prices in plain steps (:class:`~fdshpo.EnginePrices`: the
+    forward step's base and per-tangent price, the reverse step and a recomputed step; without
+    reverse-mode prices only the forward engine can be charged, and :func:`fds_engine` picks
+    it); ``per_eval_example`` / ``per_grad_example``: a forward / forward + backward pass per
+    validation example. Written (``to_dict``, journals, ``--cost-model`` files) in the flat
+    keys ``fds_base``, ``per_tangent``, ``reverse_step``, ``reverse_recompute`` beside the
+    others, as every earlier comparison wrote them."""
 
     seconds_per_step: float
-    fds_base: float
-    per_tangent: float
+    engines: EnginePrices
     per_eval_example: float
     per_grad_example: float
-    reverse_step: float | None = None
-    reverse_recompute: float | None = None
+
+    #: flat key in a stored cost model -> field of ``engines``
+    ENGINE_KEYS = {"fds_base": "forward_base", "per_tangent": "per_tangent",
+                   "reverse_step": "reverse_step", "reverse_recompute": "recompute"}
 
     def __post_init__(self) -> None:
-        for name, value in self.__dict__.items():
-            if value is not None and not value >= 0:
-                raise ValueError(f"cost model {name} must be non-negative, got {value}")
+        for name in ("per_eval_example", "per_grad_example"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"cost model {name} must be non-negative, got "
+                                 f"{getattr(self, name)}")
         if not self.seconds_per_step > 0:
             raise ValueError(f"seconds_per_step must be positive, got {self.seconds_per_step}")
-        if (self.reverse_step is None) != (self.reverse_recompute is None):
-            raise ValueError("give both reverse_step and reverse_recompute, or neither")
-
-    def fds_step(self, live_columns: int) -> float:
-        """Cost of one forward-mode FDS step with ``live_columns`` live tangents."""
-        return self.fds_base + self.per_tangent * live_columns
 
     def engine_prices(self) -> EnginePrices | None:
         """The engines' prices in plain steps (what ``engine="auto"`` compares), or None
         without reverse-mode prices."""
-        if self.reverse_step is None:
-            return None
-        return EnginePrices(self.fds_base, self.per_tangent, self.reverse_step,
-                            self.reverse_recompute)
+        return self.engines if self.engines.has_reverse else None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        engines = self.engines.to_dict()
+        return {"seconds_per_step": self.seconds_per_step,
+                **{flat: engines[field] for flat, field in self.ENGINE_KEYS.items()},
+                "per_eval_example": self.per_eval_example,
+                "per_grad_example": self.per_grad_example}
 
     @classmethod
     def from_dict(cls, data: dict) -> CostModel:
-        return cls(**{k: None if data.get(k) is None else float(data[k])
-                      for k in cls.__dataclass_fields__ if k in data})
+        """The model of :meth:`to_dict`'s keys (reverse-mode keys may be missing or None).
+        Raises ValueError naming a missing or negative key as the file spells it."""
+        def number(key, required=True):
+            if data.get(key) is None:
+                if required:
+                    raise ValueError(f"cost model {key} is missing")
+                return None
+            value = float(data[key])
+            if not value >= 0:
+                raise ValueError(f"cost model {key} must be non-negative, got {value}")
+            return value
+
+        engines = EnginePrices(**{field: number(flat, required=not flat.startswith("reverse"))
+                                  for flat, field in cls.ENGINE_KEYS.items()})
+        return cls(number("seconds_per_step"), engines, number("per_eval_example"),
+                   number("per_grad_example"))
 
 
 @dataclass(frozen=True)
@@ -117,15 +140,16 @@ class Ledger:
 
         Raises ValueError for reverse-mode work under a model without reverse-mode prices."""
         reverse = 0.0
+        prices = model.engines
         if self.reverse_steps or self.recomputed_steps:
-            if model.reverse_step is None:
+            if not prices.has_reverse:
                 raise ValueError("this cost model has no reverse-mode prices; measure one "
                                  "with fdshpo.baselines.budget.calibrate to charge "
                                  "reverse-mode FDS runs")
-            reverse = (self.reverse_steps * model.reverse_step
-                       + self.recomputed_steps * model.reverse_recompute)
-        return (self.plain_steps + self.fds_steps * model.fds_base
-                + self.fds_columns * model.per_tangent + reverse
+            reverse = (self.reverse_steps * prices.reverse_step
+                       + self.recomputed_steps * prices.recompute)
+        return (self.plain_steps + self.fds_steps * prices.forward_base
+                + self.fds_columns * prices.per_tangent + reverse
                 + self.eval_examples * model.per_eval_example
                 + self.grad_examples * model.per_grad_example)
 
@@ -148,8 +172,7 @@ def fds_run_ledger(schedule: Schedule, learn, val_examples: int, engine: str = "
     if engine != "forward":
         raise ValueError(f"an FDS run is charged for the engine that runs it, 'forward' or "
                          f"'reverse'; got {engine!r} (resolve 'auto' with fds_engine first)")
-    columns = TangentColumns.of(schedule, tuple(learn))
-    live = sum(columns.live(t) for t in range(T))
+    live = TangentColumns.of(schedule, tuple(learn)).live_steps(T)
     return Ledger(fds_steps=T, fds_columns=live, grad_examples=val_examples)
 
 
@@ -162,11 +185,10 @@ def fds_engine(model: nn.Module, schedule: Schedule, learn, cost_model: CostMode
     ``train_batches`` None: a problem's batches, which reverse mode can read again). Charge it
     with :func:`fds_run_ledger` and run it by passing its ``engine`` and ``recompute_every``
     on, so the run is the one charged."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return choose_engine(engine, schedule, learn, sum(p.numel() for p in params),
-                         params[0].element_size(), train_batches,
-                         prices=cost_model.engine_prices(),
-                         memory_limit=default_memory_limit(params[0].device),
+    footprint = Footprint.of(model)
+    return choose_engine(engine, schedule, learn, footprint.num_params, footprint.itemsize,
+                         train_batches, prices=cost_model.engine_prices(),
+                         memory_limit=default_memory_limit(footprint.device),
                          recompute_every=recompute_every,
                          price_source="the comparison's measured cost model")
 
@@ -244,7 +266,9 @@ def calibrate(problem: ClassificationProblem, schedule: Schedule, learn=("lr", "
     eval_s = _timed(forward, device, repeats)
     grad_s = _timed(forward_backward, device, repeats)
     model.zero_grad(set_to_none=True)
-    return CostModel(seconds_per_step=step_s, fds_base=fds_base, per_tangent=per_tangent,
-                     per_eval_example=eval_s / n / step_s, per_grad_example=grad_s / n / step_s,
-                     reverse_step=reverse_s / step_s, reverse_recompute=sweep_s / step_s)
+    return CostModel(seconds_per_step=step_s,
+                     engines=EnginePrices(forward_base=fds_base, per_tangent=per_tangent,
+                                          reverse_step=reverse_s / step_s,
+                                          recompute=sweep_s / step_s),
+                     per_eval_example=eval_s / n / step_s, per_grad_example=grad_s / n / step_s)
 

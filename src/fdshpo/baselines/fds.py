@@ -4,7 +4,7 @@ One outer step costs ``replicas`` inner runs of the hypergradient engine over th
 
     outer = replicas * (one engine run + validation gradient)
     (fdshpo.baselines.budget.fds_run_ledger:
-            forward mode sum_t fds_step(live columns at t); reverse mode both sweeps)
+            forward mode sum_t engines.forward_step(live columns at t); reverse mode both sweeps)
 
 charged for the engine that runs it (``engine="auto"``: the cheaper by the cost model's own
 prices, :func:`fdshpo.baselines.budget.fds_engine`; the run then uses that engine), and with a
@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from ..engines.choose import EngineChoice
+from ..engines.base import EngineChoice
 from ..schedule import HYPERPARAMETERS, Schedule
 from ..tune.problem import ClassificationProblem
 from ..tune.sign import SignOptimizer

@@ -32,8 +32,8 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..data.batches import ShuffledBatches
-from ..engines.choose import EngineChoice, make_engine
-from ..engines.forward import InnerRunDiverged
+from ..engines.base import EngineChoice, InnerRunDiverged
+from ..engines.choose import make_engine
 from ..engines.inner import InnerState, init_state, train
 from ..schedule import HYPERPARAMETERS, Schedule, segment_index, segment_start
 from ..tune.problem import ClassificationProblem

@@ -66,8 +66,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, text in (("backup", "copy every artifact of the store into DEST, verified"),
                        ("restore", "copy every artifact of SOURCE into the store, verified")):
         action = sub.add_parser(name, help=text, description=text + "; finished artifacts are "
-                                "never overwritten (a conflict is reported), corrupt ones are "
-                                "reported and skipped, latest.json pointers move")
+                                "never overwritten (a conflict is reported), corrupt ones and "
+                                "ones deleted while copying are reported and skipped, "
+                                "latest.json pointers only move to a run that finished later; "
+                                "a restore leaves out leases and inner checkpoints and rebuilds "
+                                "the run index from the restored runs")
         action.add_argument("other", metavar="DEST" if name == "backup" else "SOURCE",
                             help="a directory, file://PATH or s3://BUCKET[/PREFIX]")
         add_store_options(action)
@@ -96,20 +99,45 @@ def init_command(args: argparse.Namespace) -> int:
 
 def mirror_command(args: argparse.Namespace) -> int:
     """Exit 0 when everything is in the destination, 1 when a conflict or a corrupt artifact
-    was reported."""
+    was reported. A restore leaves out live state and the run index, then rebuilds the index
+    of every experiment it restored from the restored run folders."""
     from ..store import open_store
-    from ..store.mirror import mirror
+    from ..store.layout import parse_run_key
+    from ..store.mirror import mirror, restore_skips
 
     store = store_from_args(args, existing=args.direction == "backup")
     other = open_store(args.other, s3_endpoint=args.s3_endpoint)
-    source, destination = (store, other) if args.direction == "backup" else (other, store)
-    report = mirror(source, destination, args.prefix)
+    restore = args.direction == "restore"
+    source, destination = (other, store) if restore else (store, other)
+    report = mirror(source, destination, args.prefix, skip=restore_skips if restore else None)
+    extra = "".join(f", {len(keys)} {what}" for keys, what in (
+        (report.vanished, "vanished while copying (deleted by the live source)"),
+        (report.skipped, "left out (leases, inner checkpoints, the run index)"),
+        (report.kept, "newer pointer(s) kept")) if keys)
     print(f"{args.direction} {source.uri} -> {destination.uri}: {len(report.copied)} copied, "
-          f"{len(report.unchanged)} already there")
+          f"{len(report.unchanged)} already there{extra}")
+    for key in report.vanished:
+        print(f"  vanished before it was read (compacted, released or superseded), skipped: "
+              f"{key}")
+    for key in report.kept:
+        print(f"  kept the destination's pointer to a run that finished later: {key}")
     for key in report.conflicts:
         print(f"  conflict (different bytes already there, left as is): {key}", file=sys.stderr)
     for key in report.corrupt:
         print(f"  corrupt in the source (sha256 mismatch, not copied): {key}", file=sys.stderr)
+    if restore:
+        from ..tracking.reindex import reindex
+
+        experiments = sorted({parsed[0] for key in report.copied + report.unchanged
+                              if (parsed := parse_run_key(key))})
+        runs = 0
+        for experiment in experiments:
+            result = reindex(destination, experiment)
+            runs += result.runs
+            for problem in result.problems:
+                print(f"fdshpo: warning: {problem}", file=sys.stderr)
+        print(f"rebuilt the run index of {len(experiments)} experiment(s) ({runs} run(s)) "
+              "from the restored run folders")
     return 0 if report.ok else 1
 
 

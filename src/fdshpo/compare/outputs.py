@@ -92,7 +92,8 @@ def to_markdown(comparison: Comparison) -> str:
     cm = comparison.cost_model
     lines += ["", f"Search space: {json.dumps(comparison.space.to_dict())}",
               f"Cost model (plain-step equivalents; plain step = {1e3 * sps:.3f} ms): FDS step "
-              f"= {cm.fds_base:.2f} + {cm.per_tangent:.3f} x live tangents, eval "
+              f"= {cm.engines.forward_base:.2f} + {cm.engines.per_tangent:.3f} x live tangents, "
+              f"eval "
               f"{cm.per_eval_example:.2e}/example, val gradient {cm.per_grad_example:.2e}/example",
               f"Settings: {json.dumps(comparison.settings, default=str)}", ""]
     return "\n".join(lines)

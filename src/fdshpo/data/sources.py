@@ -11,6 +11,8 @@ first folder whose files pass ``check``:
 5. torchvision's own download into ``root``, only when ``download=True``.
 
 Otherwise it raises :class:`DatasetNotFound` listing every place and why it did not qualify.
+The store's locator appears in messages and in the returned description with its user info
+redacted (:func:`fdshpo.store.credentials.redact_userinfo`): no key reaches a log or a record.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..store.credentials import redact_userinfo
 from .registry import DataRequest, DatasetNotFound
 
 #: ``check(folder) -> None`` when the folder holds the dataset, else the reason it does not.
@@ -107,13 +110,14 @@ def locate(request: DataRequest, plan: SourcePlan, check: Check) -> tuple[Path, 
         try:
             where, count = fetch_from_store(request, cache)
         except Exception as err:  # noqa: BLE001 - any store failure is reported, not fatal here
-            looked.append(f"object store {request.store}: {type(err).__name__}: {err}")
+            looked.append(redact_userinfo(f"object store {request.store}: "
+                                          f"{type(err).__name__}: {err}"))
         else:
             folder, reasons = _first_ok([cache], plan.layouts, check)
             if folder is not None:
-                return folder, f"object store {where}"
-            looked.append(f"object store {where}: {count} files, "
-                          + ("; ".join(reasons) if count else "nothing under that prefix"))
+                return folder, redact_userinfo(f"object store {where}")
+            looked.append(redact_userinfo(f"object store {where}: {count} files, " + (
+                "; ".join(reasons) if count else "nothing under that prefix")))
 
     if plan.download is None:
         looked.append("download: torchvision cannot download this dataset")

@@ -53,6 +53,10 @@ class TangentColumns:
         """Number of columns whose segment has started by ``step`` (they form a prefix)."""
         return bisect.bisect_right(self.starts, step)
 
+    def live_steps(self, num_steps: int) -> int:
+        """sum_t k_t over steps 0 .. T-1: the tangent-steps a forward-mode run carries."""
+        return sum(self.live(t) for t in range(num_steps))
+
     def index(self, name: str, segment: int) -> int:
         for i, (n, k) in enumerate(zip(self.names, self.segments)):
             if n == name and k == segment:
@@ -221,24 +225,44 @@ class EnginePrices:
 
     ``forward_base`` + ``per_tangent`` * k: a forward-mode step with k live tangents;
     ``reverse_step``: a reverse-mode step (forward-sweep gradient + backward gradient and HVP);
-    ``recompute``: one gradient step recomputed by the backward sweep.
+    ``recompute``: one gradient step recomputed by the backward sweep. Prices measured before
+    reverse mode existed have neither reverse price (None): they can price only forward mode.
+    The one spelling of these four prices: a comparison's cost model
+    (:class:`fdshpo.baselines.budget.CostModel`) holds one.
     """
 
     forward_base: float
     per_tangent: float
-    reverse_step: float
-    recompute: float
+    reverse_step: float | None = None
+    recompute: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not value >= 0:
+            if value is not None and not value >= 0:
                 raise ValueError(f"engine price {name} must be non-negative, got {value}")
+        if (self.reverse_step is None) != (self.recompute is None):
+            raise ValueError("give both reverse-mode prices (reverse_step and recompute) or "
+                             "neither")
+
+    @property
+    def has_reverse(self) -> bool:
+        """Whether these prices can price a reverse-mode run."""
+        return self.reverse_step is not None
+
+    def forward_step(self, live: int) -> float:
+        """One forward-mode step with ``live`` live tangents: forward_base + per_tangent * k."""
+        return self.forward_base + self.per_tangent * live
 
     def forward_cost(self, columns: TangentColumns, num_steps: int) -> float:
-        live = sum(columns.live(t) for t in range(num_steps))
-        return num_steps * self.forward_base + self.per_tangent * live
+        """A forward-mode run: T * forward_base + per_tangent * sum_t k_t."""
+        return num_steps * self.forward_base + self.per_tangent * columns.live_steps(num_steps)
 
     def reverse_cost(self, num_steps: int, interval: int) -> float:
+        """A reverse-mode run: T * reverse_step + recompute * R(T, k). ValueError without
+        reverse-mode prices."""
+        if not self.has_reverse:
+            raise ValueError("these prices have no reverse-mode prices; measure them again "
+                             "(fdshpo.baselines.budget.calibrate) to price reverse mode")
         return (num_steps * self.reverse_step
                 + self.recompute * recomputed_steps(num_steps, interval))
 
@@ -247,7 +271,8 @@ class EnginePrices:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> EnginePrices:
-        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__})
+        return cls(**{k: None if data.get(k) is None else float(data[k])
+                      for k in cls.__dataclass_fields__ if k in data})
 
 
 #: ``auto``'s default prices per device type, in plain SGD steps, fitted by
@@ -284,3 +309,16 @@ class EngineChoice:
                    data.get("recompute_every"), dict(data.get("cost") or {}),
                    {k: int(v) for k, v in (data.get("memory") or {}).items()},
                    None if prices is None else EnginePrices.from_dict(prices))
+
+
+def ran_out(step: int, num_steps: int, what: str = "train_batches") -> ValueError:
+    """The batches (``what``) ended after ``step`` of the schedule's ``num_steps`` steps; the
+    same words for every engine and for plain training."""
+    return ValueError(f"{what} ran out after {step} steps but the schedule has "
+                      f"{num_steps} steps; give exactly one batch per inner step")
+
+
+def too_many(num_steps: int) -> ValueError:
+    """``train_batches`` holds more batches than the schedule's ``num_steps`` steps."""
+    return ValueError(f"train_batches yields more than the schedule's {num_steps} steps; give "
+                      "exactly one batch per inner step")

@@ -35,18 +35,20 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from torch import nn
 
 from ..schedule import HYPERPARAMETERS, Schedule
-from .base import EngineChoice, HypergradientResult, TangentColumns, checked_interval, checked_learn
+from .base import (
+    CALIBRATED_PRICES,
+    EngineChoice,
+    EnginePrices,
+    HypergradientResult,
+    TangentColumns,
+    checked_interval,
+    checked_learn,
+)
+from .flat import Footprint
 from .forward import ForwardEngine
 from .inner import LossFn
 from .objective import Batch
-from .prices import (
-    CALIBRATED_PRICES,
-    EnginePrices,
-    default_memory_limit,
-    format_bytes,
-    measure_prices,
-    state_bytes,
-)
+from .prices import default_memory_limit, format_bytes, measure_prices, state_bytes
 from .replay import is_indexable, is_one_shot, stream_from
 from .reverse import ReverseEngine
 
@@ -159,10 +161,9 @@ def prepare_engine(
     if unknown:
         raise TypeError(f"unknown engine option(s) {unknown}; known: "
                         f"{sorted({o for v in ENGINE_OPTIONS.values() for o in v})}")
-    template = next(p for p in model.parameters() if p.requires_grad)
-    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    footprint = Footprint.of(model)
     if engine == "auto" and memory_limit is None:
-        memory_limit = default_memory_limit(template.device)
+        memory_limit = default_memory_limit(footprint.device)
 
     def measured() -> EnginePrices:
         batch = next(iter(stream_from(train_batches, 0)), None)
@@ -171,7 +172,7 @@ def prepare_engine(
         k = len(TangentColumns.of(schedule, checked_learn(learn)))
         return measure_prices(model, loss_fn, batch, k, options.get("hvp", "auto"))
 
-    kind = template.device.type
+    kind = footprint.device.type
     if prices is None:
         prices, source = CALIBRATED_PRICES.get(kind, CALIBRATED_PRICES["cpu"]), \
             f"the calibrated {kind.upper()} prices"
@@ -184,7 +185,7 @@ def prepare_engine(
         prices, source = EnginePrices.from_dict(prices), "the given prices"
     else:
         source = "the given prices"
-    choice = choose_engine(engine, schedule, learn, num_params, template.element_size(),
+    choice = choose_engine(engine, schedule, learn, footprint.num_params, footprint.itemsize,
                            train_batches, hvp_clamp=options.get("hvp_clamp"), prices=prices,
                            memory_limit=memory_limit,
                            recompute_every=options.get("recompute_every"), price_source=source)

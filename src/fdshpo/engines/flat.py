@@ -46,3 +46,25 @@ class ParamLayout:
     def flatten_module(self, model: nn.Module) -> torch.Tensor:
         """The module's current trainable parameters as a detached (P,) vector."""
         return self.flatten(dict(model.named_parameters()))
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What an engine needs to know of a module's trainable parameters before it runs: P (the
+    number of entries), and the device, dtype and bytes per entry (those of the first
+    trainable parameter, which the engines work in)."""
+
+    num_params: int
+    device: torch.device
+    dtype: torch.dtype
+    itemsize: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> Footprint:
+        """Raises ValueError when the model has no trainable parameters."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters (requires_grad=True)")
+        first = params[0]
+        return cls(sum(p.numel() for p in params), first.device, first.dtype,
+                   first.element_size())

@@ -44,20 +44,19 @@ from torch import nn
 
 from ..reproducible import aligned
 from ..schedule import HYPERPARAMETERS, Schedule
-from .base import (  # noqa: F401 (HypergradientResult, InnerRunDiverged: re-exported)
-    HVP_MODES,
+from .base import (
     HypergradientResult,
-    InnerRunDiverged,
-    TangentColumns,
     assemble_result,
     check_clamp,
     check_losses,
-    checked_learn,
     clamp_mask,
+    ran_out,
     resolve_hvp,
+    too_many,
 )
+from .core import ExactEngine
 from .inner import LossFn, sgd_momentum_update
-from .objective import Batch, FlatObjective
+from .objective import Batch
 from .replay import stream_from
 
 if TYPE_CHECKING:
@@ -109,19 +108,14 @@ class ForwardState(NamedTuple):
                                         ("theta", "velocity", "Z", "C", "train_losses")))
 
 
-class ForwardEngine:
+class ForwardEngine(ExactEngine):
     """Tangent propagation for one model, loss and schedule; pure methods over ForwardState.
 
     Args:
-        model: the network; its parameters are theta_0. It is deep-copied, never modified.
-        loss_fn: ``loss_fn(outputs, targets) -> scalar``, a mean over the batch.
-        schedule: the hyperparameter schedule over the horizon.
-        learn: names whose segment values get hypergradients.
-        grad_clamp: clamp every gradient element to [-c, c] and differentiate through it (the
-            paper's code uses 3; default off).
+        model, loss_fn, schedule, learn, grad_clamp, check_every: as for
+            :class:`~fdshpo.engines.core.ExactEngine`.
         hvp_clamp: clamp every element of H Z to [-c, c], as the paper's reference code does
             (not exact; default off).
-        check_every: steps between checks for a non-finite training loss (each check syncs).
         hvp: how the batched Hessian-vector products are formed: "reverse" (reverse-over-
             reverse), "forward" (forward-over-reverse) or "auto" (reverse on CPU, forward on
             CUDA; the default). The results agree to rounding.
@@ -138,19 +132,10 @@ class ForwardEngine:
         check_every: int = 100,
         hvp: str = "auto",
     ) -> None:
-        learn = checked_learn(learn)
-        check_clamp("grad_clamp", grad_clamp)
+        super().__init__(model, loss_fn, schedule, learn, grad_clamp, check_every)
         check_clamp("hvp_clamp", hvp_clamp)
-        self.objective = FlatObjective(model, loss_fn)
-        self.schedule = schedule
-        self.learn = learn
-        self.layout = self.objective.layout
-        self.device, self.dtype = self.objective.device, self.objective.dtype
-        self.columns = TangentColumns.of(schedule, learn)
-        self.grad_clamp, self.hvp_clamp = grad_clamp, hvp_clamp
-        self.check_every = max(1, int(check_every))
+        self.hvp_clamp = hvp_clamp
         self.hvp = resolve_hvp(hvp, self.device)
-        self._column = self.columns.table()
 
     # -- state transitions ---------------------------------------------------------------------
     def init(self, theta: torch.Tensor | None = None, velocity: torch.Tensor | None = None
@@ -198,9 +183,6 @@ class ForwardEngine:
             check_losses(losses, max(0, t - self.check_every), t, self.schedule)
         return ForwardState(t, new_theta, new_velocity, Z, C, losses)
 
-    def _active(self, name: str, step: int) -> int:
-        return self._column[name][self.schedule.segment(name, step)]
-
     def advance(
         self,
         state: ForwardState,
@@ -219,10 +201,7 @@ class ForwardEngine:
             try:
                 inputs, targets = next(iterator)
             except StopIteration:
-                raise ValueError(
-                    f"train_batches ran out after {state.step} steps but the schedule has "
-                    f"{self.schedule.num_steps} steps; give exactly one batch per inner step"
-                ) from None
+                raise ran_out(state.step, self.schedule.num_steps) from None
             state = self.step(state, inputs, targets)
             if on_step is not None:
                 on_step(state)
@@ -248,7 +227,5 @@ class ForwardEngine:
         iterator = iter(stream_from(train_batches, state.step))
         state = self.advance(state, iterator, on_step=on_step)
         for _ in iterator:
-            raise ValueError(f"train_batches yields more than the schedule's "
-                             f"{self.schedule.num_steps} steps; give exactly one batch per "
-                             "inner step")
+            raise too_many(self.schedule.num_steps)
         return self.finish(state, val_batches, choice)

@@ -28,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..schedule import Schedule
-from .base import InnerRunDiverged  # noqa: F401 (re-exported)
+from .base import InnerRunDiverged, ran_out
 from .flat import ParamLayout
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -106,10 +106,7 @@ def train(
             try:
                 inputs, targets = next(iterator)
             except StopIteration:
-                raise ValueError(
-                    f"batches ran out after {step} steps but the schedule has "
-                    f"{schedule.num_steps}; give one batch per inner step"
-                ) from None
+                raise ran_out(step, schedule.num_steps, "batches") from None
             inputs, targets = inputs.to(theta.device), targets.to(theta.device)
             loss, grad = loss_and_grad(model, loss_fn, layout, theta, buffers, inputs, targets)
             if not torch.isfinite(loss):

@@ -38,7 +38,7 @@ from torch.func import functional_call, grad_and_value, jvp, replace_all_batch_n
 from torch.func import vmap as _vmap
 
 from ..reproducible import aligned
-from .flat import ParamLayout
+from .flat import Footprint, ParamLayout
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -68,8 +68,8 @@ class FlatObjective:
     def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
         self.loss_fn = loss_fn
         self.layout = ParamLayout.of(model)
-        template = next(p for p in model.parameters() if p.requires_grad)
-        self.device, self.dtype = template.device, template.dtype
+        footprint = Footprint.of(model)
+        self.device, self.dtype = footprint.device, footprint.dtype
         self.theta0 = self.layout.flatten_module(model)
         stateless = copy.deepcopy(model).train()
         replace_all_batch_norm_modules_(stateless)  # batch statistics, no running-stat writes

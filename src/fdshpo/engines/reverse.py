@@ -49,25 +49,23 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
-from ..reproducible import aligned
+from ..reproducible import aligned, deterministic_kernels
 from ..schedule import HYPERPARAMETERS, Schedule
-from .base import (  # noqa: F401 (the interval helpers: re-exported)
+from .base import (
     HypergradientResult,
-    TangentColumns,
     assemble_result,
-    check_clamp,
     check_losses,
     checked_interval,
-    checked_learn,
     clamp_mask,
     default_interval,
-    peak_states,
-    recomputed_steps,
+    ran_out,
     resolve_hvp,
     stored_steps,
+    too_many,
 )
+from .core import ExactEngine
 from .inner import LossFn, sgd_momentum_update
-from .objective import Batch, FlatObjective
+from .objective import Batch
 from .replay import BatchReplay, fingerprint, mismatch_error
 
 if TYPE_CHECKING:
@@ -135,12 +133,13 @@ class ReverseState(NamedTuple):
                                              "theta_bar", "velocity_bar", "hyper")))
 
 
-class ReverseEngine:
+class ReverseEngine(ExactEngine):
     """Checkpointed reverse mode for one model, loss and schedule (module docstring).
 
     Args:
-        model, loss_fn, schedule, learn, grad_clamp, check_every, hvp: as for
-            :class:`~fdshpo.engines.forward.ForwardEngine` (``hvp`` forms the one HVP per step;
+        model, loss_fn, schedule, learn, grad_clamp, check_every: as for
+            :class:`~fdshpo.engines.core.ExactEngine`.
+        hvp: as for :class:`~fdshpo.engines.forward.ForwardEngine` (it forms the one HVP per step;
             with ``grad_clamp`` it is always reverse-over-reverse, which gives the gradient,
             hence the clamp's mask, before the product).
         recompute_every: the interval k between stored states (default ceil(sqrt(T)));
@@ -158,20 +157,11 @@ class ReverseEngine:
         hvp: str = "auto",
         recompute_every: int | None = None,
     ) -> None:
-        learn = checked_learn(learn)
-        check_clamp("grad_clamp", grad_clamp)
         T = schedule.num_steps
         self.interval = checked_interval(recompute_every, T)
-        self.objective = FlatObjective(model, loss_fn)
-        self.schedule, self.learn = schedule, learn
-        self.layout = self.objective.layout
-        self.device, self.dtype = self.objective.device, self.objective.dtype
-        self.columns = TangentColumns.of(schedule, learn)
-        self.grad_clamp = grad_clamp
-        self.check_every = max(1, int(check_every))
+        super().__init__(model, loss_fn, schedule, learn, grad_clamp, check_every)
         self.hvp = "reverse" if grad_clamp is not None else resolve_hvp(hvp, self.device)
         self._keep = set(stored_steps(T, self.interval))
-        self._column = self.columns.table()
 
     # -- state transitions ---------------------------------------------------------------------
     def init(self, theta: torch.Tensor | None = None, velocity: torch.Tensor | None = None
@@ -224,9 +214,6 @@ class ReverseEngine:
     def _clamp_mask(self, grad: torch.Tensor) -> torch.Tensor:
         return clamp_mask(grad, self.grad_clamp)
 
-    def _active(self, name: str, step: int) -> int:
-        return self._column[name][self.schedule.segment(name, step)]
-
     def advance(
         self,
         state: ReverseState,
@@ -254,9 +241,7 @@ class ReverseEngine:
             try:
                 inputs, targets = next(iterator)
             except StopIteration:
-                raise ValueError(
-                    f"train_batches ran out after {step} steps but the schedule has {T} "
-                    "steps; give exactly one batch per inner step") from None
+                raise ran_out(step, T) from None
             inputs, targets = self.objective.to_device(inputs, targets)
             state.fingerprints[step] = fingerprint(inputs, targets)
             theta, velocity, loss = self.inner_step(theta, velocity, inputs, targets, step)
@@ -270,8 +255,7 @@ class ReverseEngine:
             state = state._replace(step=step, theta=theta, velocity=velocity)
             if step == T:
                 for _ in iterator:
-                    raise ValueError(f"train_batches yields more than the schedule's {T} "
-                                     "steps; give exactly one batch per inner step")
+                    raise too_many(T)
                 val_loss, val_grad = self.objective.validation(theta, val_batches)
                 state = state._replace(val_loss=val_loss, theta_bar=val_grad,
                                        velocity_bar=torch.zeros_like(val_grad))
@@ -339,5 +323,6 @@ class ReverseEngine:
         """From ``state`` to the result (``train_batches``: batches of all T steps, which are
         read again; a one-shot iterator is a :class:`~fdshpo.engines.replay.ReplayError`)."""
         replay = BatchReplay(train_batches, self.schedule.num_steps)
-        state = self.advance(state, replay, val_batches, on_step=on_step)
+        with deterministic_kernels(self.device):  # recomputed states must be bit for bit
+            state = self.advance(state, replay, val_batches, on_step=on_step)
         return self.finish(state, choice)

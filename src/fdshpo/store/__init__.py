@@ -50,19 +50,20 @@ def parse_store_uri(uri: str) -> StoreLocation:
     """Check a store URI without touching the store: a path, ``file:///ABS/PATH`` or
     ``s3://BUCKET[/PREFIX]``.
 
-    Raises StoreError (user info redacted) for another scheme, user info, a remote file host or
-    an invalid bucket name.
+    Raises StoreError (user info redacted) for another scheme, user info (any ``@`` after
+    ``scheme://``, :func:`~fdshpo.store.credentials.has_userinfo`), a remote file host or an
+    invalid bucket name.
     """
-    from .credentials import redact_userinfo
+    from .credentials import has_userinfo, redact_userinfo
 
     shown = redact_userinfo(uri)
     if "://" not in uri:
         return StoreLocation("local", path=uri)
+    if has_userinfo(uri):
+        raise StoreError(f"store URI {shown!r} carries user info (an '@' after the scheme): "
+                         "put no keys in a URI; give them in AWS_ACCESS_KEY_ID / "
+                         "AWS_SECRET_ACCESS_KEY (or AWS_*_FILE, or a mounted Secret)")
     parts = urlsplit(uri)
-    if "@" in parts.netloc:
-        raise StoreError(f"store URI {shown!r} carries user info: put no keys in a URI; give "
-                         "them in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_*_FILE, or "
-                         "a mounted Secret)")
     if parts.scheme == "s3":
         if not parts.netloc:
             raise StoreError(f"store URI {shown!r} has no bucket; use s3://BUCKET[/PREFIX]")

@@ -7,8 +7,12 @@ raises :class:`ArtifactExists`, while writing the very same bytes again is a no-
 or resumed step can repeat its writes). The write-once rule holds under concurrency: a backend
 creates the key atomically only if it is absent (``O_EXCL``-style locally, ``If-None-Match: *``
 on S3), so of several writers racing to one key with different bytes exactly one succeeds.
-Pointers that are meant to move (an experiment's latest schedule) are written with
-``overwrite=True``: the last writer wins, and a reader sees one whole version, never a mix.
+Pointers that are meant to move (an experiment's latest schedule) are moved with
+:meth:`ArtifactStore.update_json`: read, decide, then a compare-and-write
+(:meth:`ArtifactStore.swap_bytes`: written only if the key still holds what was read), retried
+when another writer got in between; a reader sees one whole version, never a mix.
+:meth:`ArtifactStore.age` tells how long ago a key was written by the store's own clock (what
+lease expiry is measured with, :mod:`fdshpo.store.lease`).
 
 Keys are ``/``-separated relative paths of safe characters (letters, digits, ``._-=+@``); no
 part is empty or starts with ``.``. Implementations provide the ``_raw_*`` primitives; integrity and
@@ -20,11 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
@@ -65,6 +71,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def json_bytes(obj) -> bytes:
+    """Canonical JSON bytes of ``obj`` (sorted keys, so equal objects give equal bytes)."""
+    return json.dumps(obj, sort_keys=True, indent=1, allow_nan=True).encode()
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a valid artifact key, else raise ``ValueError`` saying why."""
     if not isinstance(key, str) or not key:
@@ -91,6 +102,8 @@ class ArtifactStore(ABC):
 
     #: the store's URI (``file:///abs/path`` or ``s3://bucket/prefix``; never credentials)
     uri: str
+    #: what :meth:`_raw_create` returns for an existing key with no recorded sha256
+    NO_CHECKSUM = ""
 
     # -- primitives each backend provides ------------------------------------------------------
     @abstractmethod
@@ -100,8 +113,19 @@ class ArtifactStore(ABC):
     @abstractmethod
     def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
         """Store ``data`` only if ``key`` is absent, atomically (of concurrent creators exactly
-        one succeeds). Returns None when it wrote ``data``, else the sha256 of the artifact
-        already stored there."""
+        one succeeds). Returns None when it wrote ``data``, else the sha256 recorded for the
+        artifact already stored there, or :attr:`NO_CHECKSUM` when that has none (data
+        without its checksum is never taken for ours: it is a conflict)."""
+
+    @abstractmethod
+    def _raw_replace(self, key: str, data: bytes, sha256: str, expected: str) -> bool:
+        """Store ``data`` only if ``key`` now holds the artifact whose recorded sha256 is
+        ``expected``, atomically (of concurrent replacers of one version exactly one succeeds).
+        True when it wrote ``data``; False when the key is absent or holds something else."""
+
+    @abstractmethod
+    def _raw_age(self, key: str) -> float:
+        """Seconds since ``key`` was last written, by the store's clock; ArtifactNotFound."""
 
     @abstractmethod
     def _raw_get(self, key: str) -> tuple[bytes, str | None]:
@@ -134,10 +158,80 @@ class ArtifactStore(ABC):
         existing = self._raw_create(key, data, digest)
         if existing is None or existing == digest:
             return digest
+        if existing == self.NO_CHECKSUM:
+            raise ArtifactExists(
+                f"{self.uri}: {key!r} already holds data without a recorded sha256 (not "
+                "written by fdshpo, or its checksum was lost); it is left as is: remove it "
+                "if it is not needed, or write to a new key")
         raise ArtifactExists(
             f"{self.uri}: {key!r} already holds a different artifact (sha256 "
             f"{existing}); finished artifacts are never overwritten: write to a new key "
             "(e.g. a new run id)")
+
+    def swap_bytes(self, key: str, data: bytes, expected: str | None) -> bool:
+        """Compare-and-write: store ``data`` under ``key`` only if the key now holds the
+        artifact whose recorded sha256 is ``expected`` (None: only if the key is absent).
+
+        Returns True when ``data`` is stored (also when those very bytes were already there),
+        False when the key holds anything else: read it again and decide again
+        (:meth:`update_json` does).
+        """
+        check_key(key)
+        data = bytes(data)
+        digest = sha256_hex(data)
+        if expected is None:
+            existing = self._raw_create(key, data, digest)
+            return existing is None or existing == digest
+        return self._raw_replace(key, data, digest, expected)
+
+    def update_json(self, key: str, change: Callable[[object], object], attempts: int = 8
+                    ) -> bool:
+        """Read-modify-write of a moving pointer: ``change(current)`` gets the key's JSON
+        (None when it is absent or damaged: an integrity failure or bytes that do not decode)
+        and returns the new object, or None to leave the key as it is. The write is a
+        :meth:`swap_bytes` against the version read, so a writer that got in between is never
+        overwritten: then the key is read and ``change`` asked again, up to ``attempts`` times
+        with short random pauses.
+
+        Returns True when it wrote, False when ``change`` left the key. Raises StoreError when
+        the key kept changing under it (``attempts`` times), or on any other store error.
+        """
+        for attempt in range(attempts):
+            try:
+                data = self.get_bytes(key)
+            except ArtifactNotFound:
+                current, expected = None, None
+            except IntegrityError:  # damaged: replace the version that is there
+                try:
+                    expected = self.checksum(key)
+                except IntegrityError:
+                    raise IntegrityError(
+                        f"{self.uri}: {key!r} has no recorded sha256, so it cannot be replaced "
+                        "safely; delete it and retry") from None
+                except ArtifactNotFound:
+                    continue
+                current = None
+            else:
+                expected = sha256_hex(data)
+                try:
+                    current = json.loads(data)
+                except ValueError:
+                    current = None
+            new = change(current)
+            if new is None:
+                return False
+            if self.swap_bytes(key, json_bytes(new), expected):
+                return True
+            time.sleep(random.uniform(0, 0.02 * 2 ** attempt))
+        raise StoreError(f"{self.uri}: {key!r} kept changing while it was being updated "
+                         f"({attempts} attempts); retry")
+
+    def age(self, key: str) -> float:
+        """Seconds since ``key`` was last written, by the store's own clock (S3: the server's
+        ``Date`` minus the object's ``Last-Modified``, to the second; locally: now minus the
+        file's modification time). Raises ArtifactNotFound."""
+        check_key(key)
+        return self._raw_age(key)
 
     def get_bytes(self, key: str) -> bytes:
         """The bytes stored under ``key``, verified against their recorded sha256.
@@ -160,8 +254,7 @@ class ArtifactStore(ABC):
 
     def put_json(self, key: str, obj, overwrite: bool = False) -> str:
         """``put_bytes`` of canonical JSON (sorted keys, so equal objects give equal bytes)."""
-        text = json.dumps(obj, sort_keys=True, indent=1, allow_nan=True)
-        return self.put_bytes(key, text.encode(), overwrite)
+        return self.put_bytes(key, json_bytes(obj), overwrite)
 
     def get_json(self, key: str):
         return json.loads(self.get_bytes(key))

@@ -63,12 +63,30 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: ``scheme://`` then everything up to the last ``@`` before whitespace: the user info of a
+#: URL whose secret may itself hold ``/`` or ``@`` (a host never does)
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?!/)\S*@")
+#: a bare ``user:secret@host[:port]`` (an endpoint without a scheme), up to its last ``@``
+_BARE_USERINFO = re.compile(r"^(?![/.~])\S*@")
+
+
 def redact_userinfo(text: str) -> str:
-    """``text`` with the user info of URLs (``scheme://user:secret@host``, or a bare
-    ``user:secret@host``) replaced by ``***@``."""
+    """``text`` with the user info of every URL in it (``scheme://user:secret@host``, or a
+    bare ``user:secret@host`` at the start of a text without ``://``) replaced by ``***``.
+
+    The user info runs from ``://`` to the *last* ``@`` before the next whitespace, so a
+    secret containing ``/`` or ``@`` is hidden whole: ``http://u:a/b@c@h`` becomes
+    ``http://***@h``. An empty authority (``file:///path@x``) holds no user info. A path
+    with an ``@`` in an authority-bearing URL (``s3://bucket/a@b``) is redacted too: which
+    ``@`` ends a secret cannot be told, so the rule errs on the side of hiding."""
     if "://" in text:
-        return re.sub(r"://[^/@\s]*@", "://***@", text)
-    return re.sub(r"^[^/@\s]*@", "***@", text)
+        return _URL_USERINFO.sub(r"\g<scheme>***@", text)
+    return _BARE_USERINFO.sub("***@", text)
+
+
+def has_userinfo(text: str) -> bool:
+    """True when :func:`redact_userinfo` would hide something in ``text``."""
+    return redact_userinfo(text) != text
 
 
 def parse_endpoint(endpoint: str | None = None) -> Endpoint:

@@ -1,6 +1,7 @@
 """Where each artifact of an experiment and run lives in a store (one place for every key).
 
     experiments/<experiment>/latest.json                 pointer: newest successful run + schedule
+                                                         (moves only forward: moves_forward)
     experiments/<experiment>/runs/<run>/
         config.json                                      the run's configuration (no credentials)
         steps/<outer:04d>.json                           per outer step: schedule used,
@@ -29,6 +30,7 @@ Experiment and run names are single key parts (letters, digits, ``._=+@-``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .base import check_name
@@ -54,6 +56,19 @@ def is_pointer(key: str) -> bool:
             and key.count("/") == 2) or "/checkpoints/inner/" in key or key == OVERVIEW
 
 
+def pointer_order(pointer: Mapping) -> tuple[str, str]:
+    """Where a ``latest.json`` pointer stands: (finished, run id), compared as strings (ISO
+    UTC times sort in time order)."""
+    return str(pointer.get("finished") or ""), str(pointer.get("run_id") or "")
+
+
+def moves_forward(current, new: Mapping) -> bool:
+    """The rule for moving a ``latest.json`` pointer from ``current`` (its JSON; None when absent
+    or damaged) to ``new``: only to a strictly newer (finished, run id). A pointer that is not
+    an object is damaged and replaced."""
+    return not isinstance(current, Mapping) or pointer_order(new) > pointer_order(current)
+
+
 def index_prefix(experiment: str | None = None) -> str:
     """``index/`` or ``index/<experiment>/``."""
     return f"{INDEX}/{check_name(experiment, 'experiment name')}/" if experiment else f"{INDEX}/"
@@ -69,6 +84,16 @@ def index_segment(experiment: str, name: str) -> str:
 
 def compactor_lease(experiment: str) -> str:
     return f"{index_prefix(experiment)}compactor/"
+
+
+def is_live_state(key: str) -> bool:
+    """Keys that describe writers at work rather than results: a run's lease generations
+    (``runs/<run>/lease/``), the index compactor's lease (``index/<e>/compactor/``) and the
+    rolling inner checkpoints. A restore never copies them into another store."""
+    parts = key.split("/")
+    return (parse_run_key(key) is not None and parts[4] == "lease") \
+        or (len(parts) >= 3 and parts[0] == INDEX and parts[2] == "compactor") \
+        or "/checkpoints/inner/" in key
 
 
 @dataclass(frozen=True)

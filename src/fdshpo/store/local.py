@@ -30,6 +30,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,21 +123,26 @@ class LocalStore(ArtifactStore):
 
     # -- writing -------------------------------------------------------------------------------
     def _write(self, key: str, data: bytes, sha256: str, create: bool) -> str | None:
-        marker = self._pending(key, sha256)
         try:
             with self._lock(key):
-                if create and self._path(key).is_file():
-                    return self._resolved_checksum(key)
-                _atomic_write(marker, b"")
-                if create:
-                    if not _atomic_create(self._path(key), data):  # a writer without the lock
-                        return self._resolved_checksum(key)
-                else:
-                    _atomic_write(self._path(key), data)
-                _atomic_write(self._meta(key), sha256.encode())
-                self._clear_marker(marker)
+                return self._write_locked(key, data, sha256, create)
         except OSError as exc:
             raise self._error(key, exc) from None
+
+    def _write_locked(self, key: str, data: bytes, sha256: str, create: bool) -> str | None:
+        """The write itself (the caller holds the key's lock)."""
+        if create and self._path(key).is_file():
+            return self._resolved_checksum(key) or self.NO_CHECKSUM
+        marker = self._pending(key, sha256)
+        _atomic_write(marker, b"")
+        if create:
+            if not _atomic_create(self._path(key), data):  # a writer without the lock
+                self._clear_marker(marker)
+                return self._resolved_checksum(key) or self.NO_CHECKSUM
+        else:
+            _atomic_write(self._path(key), data)
+        _atomic_write(self._meta(key), sha256.encode())
+        self._clear_marker(marker)
         return None
 
     def _raw_put(self, key: str, data: bytes, sha256: str) -> None:
@@ -144,6 +150,23 @@ class LocalStore(ArtifactStore):
 
     def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
         return self._write(key, data, sha256, create=True)
+
+    def _raw_replace(self, key: str, data: bytes, sha256: str, expected: str) -> bool:
+        """Compare and write under the key's lock (every writer of the key takes it)."""
+        try:
+            with self._lock(key):
+                if not self._path(key).is_file() or self._resolved_checksum(key) != expected:
+                    return False
+                self._write_locked(key, data, sha256, create=False)
+        except OSError as exc:
+            raise self._error(key, exc) from None
+        return True
+
+    def _raw_age(self, key: str) -> float:
+        try:
+            return time.time() - self._path(key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            raise ArtifactNotFound(f"{self.uri}: no artifact {key!r}") from None
 
     # -- reading -------------------------------------------------------------------------------
     def _read_meta(self, key: str) -> str | None:

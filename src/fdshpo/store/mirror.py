@@ -2,17 +2,34 @@
 
 Each artifact is read with its sha256 checked (a corrupt one is reported and not copied) and
 written with the destination's write-once rule: an artifact already there with the same bytes is
-skipped, one with different bytes is a conflict (reported, never overwritten). Pointers that
-are meant to move (an experiment's ``latest.json``) are copied over the destination's. So a
-backup can be refreshed into the same folder, and a restore never replaces finished runs.
+skipped, one with different bytes is a conflict (reported, never overwritten). So a backup can be
+refreshed into the same folder, and a restore never replaces finished runs.
+
+The source may be live (runs writing, the index compacting, leases renewing):
+
+- a key listed but gone when it is read (a compacted index entry, a superseded lease
+  generation, a finished replica's inner checkpoints) is skipped and reported as ``vanished``;
+- an experiment's ``latest.json`` only moves forward: it is copied when the destination has
+  none, a damaged one, or one naming a run that finished earlier
+  (:func:`~fdshpo.store.layout.moves_forward`), else kept and reported; pointers are copied
+  after everything else, so one never names a run not yet copied;
+- ``skip`` leaves keys out; a restore (:func:`restore_skips`) leaves out what describes writers
+  at work in the source (run leases, the compactor's lease, inner checkpoints:
+  :func:`~fdshpo.store.layout.is_live_state`) and the run index, which the restore command then
+  rebuilds from the restored run folders, so that it lists exactly what they hold.
+
+Any other store error (an unreachable store, refused keys) is raised after the stores' own
+retries.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .base import ArtifactExists, ArtifactStore, IntegrityError
-from .layout import is_pointer
+from .base import ArtifactExists, ArtifactNotFound, ArtifactStore, IntegrityError, sha256_hex
+from .layout import INDEX, is_live_state, is_pointer, moves_forward
 
 
 @dataclass
@@ -23,27 +40,60 @@ class MirrorReport:
     unchanged: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)   # listed, deleted before it was read
+    kept: list[str] = field(default_factory=list)       # pointers newer in the destination
+    skipped: list[str] = field(default_factory=list)    # left out by ``skip``
 
     @property
     def ok(self) -> bool:
         return not (self.conflicts or self.corrupt)
 
 
-def mirror(source: ArtifactStore, destination: ArtifactStore, prefix: str = "") -> MirrorReport:
-    """Copy the artifacts of ``source`` under ``prefix`` into ``destination``.
+def restore_skips(key: str) -> bool:
+    """What a restore leaves out: live state (:func:`~fdshpo.store.layout.is_live_state`) and
+    the run index (rebuilt from the restored runs instead)."""
+    return is_live_state(key) or key.startswith(f"{INDEX}/")
 
-    Store errors other than a corrupt source artifact or a write-once conflict (an unreachable
-    store, refused keys) are raised after the stores' own retries."""
+
+def _readable_pointer(store: ArtifactStore, key: str):
+    """The destination's pointer, or None when it has none or a damaged one."""
+    try:
+        return json.loads(store.get_bytes(key))
+    except (ArtifactNotFound, IntegrityError, ValueError):
+        return None
+
+
+def mirror(source: ArtifactStore, destination: ArtifactStore, prefix: str = "",
+           skip: Callable[[str], bool] | None = None) -> MirrorReport:
+    """Copy the artifacts of ``source`` under ``prefix`` into ``destination`` (see the module
+    docstring), pointers last."""
     report = MirrorReport()
-    for key in source.list(prefix):
+    for key in sorted(source.list(prefix), key=lambda k: (is_pointer(k), k)):
+        if skip is not None and skip(key):
+            report.skipped.append(key)
+            continue
         try:
             data = source.get_bytes(key)
+        except ArtifactNotFound:
+            report.vanished.append(key)
+            continue
         except IntegrityError:
             report.corrupt.append(key)
             continue
-        if destination.exists(key) and destination.checksum(key) == source.checksum(key):
+        if destination.exists(key) and destination.checksum(key) == sha256_hex(data):
             report.unchanged.append(key)
             continue
+        if is_pointer(key) and key.endswith("/latest.json"):
+            try:
+                ours = json.loads(data)
+            except ValueError:
+                ours = None
+            if not isinstance(ours, dict):
+                report.corrupt.append(key)
+                continue
+            if not moves_forward(_readable_pointer(destination, key), ours):
+                report.kept.append(key)
+                continue
         try:
             destination.put_bytes(key, data, overwrite=is_pointer(key))
         except ArtifactExists:

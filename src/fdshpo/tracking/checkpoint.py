@@ -37,8 +37,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..engines.base import HypergradientResult
-from ..engines.choose import CHOICE_OPTIONS, EngineChoice, make_engine, prepare_engine
+from ..engines.base import EngineChoice, HypergradientResult
+from ..engines.choose import CHOICE_OPTIONS, make_engine, prepare_engine
+from ..engines.flat import Footprint
 from ..engines.forward import ForwardState
 from ..engines.inner import LossFn
 from ..engines.reverse import ReverseState
@@ -182,7 +183,7 @@ class InnerCheckpointer:
         if done is not None:
             return done
         started = time.perf_counter()
-        device = next(p for p in task.model.parameters() if p.requires_grad).device
+        device = Footprint.of(task.model).device
         resumed = self.load(outer_step, replica, fp, device) if self.every else None
         if resumed is not None:
             state, choice = resumed

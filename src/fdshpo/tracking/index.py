@@ -28,9 +28,11 @@ Nothing shared is ever rewritten:
   that vanishes before it is read was compacted meanwhile: the read starts over.
 
 A damaged entry or segment (sha256 mismatch, not JSON, wrong fields, a name that does not
-match its contents) is reported and skipped; ``fdshpo runs reindex`` rebuilds the index from
-the run folders. Readers keep one segment and, per run, its rank in memory (a few dozen bytes),
-plus the page they return.
+match its contents: :data:`DAMAGE`) is reported and skipped; ``fdshpo runs reindex`` rebuilds
+the index from the run folders. Errors are not damage: any other store error (an unreachable
+endpoint, refused keys) aborts the read with :func:`unreadable`'s message, so a listing is
+whole or not given, and a writer's compaction merely waits for the next writer. Readers keep
+one segment and, per run, its rank in memory (a few dozen bytes), plus the page they return.
 """
 
 from __future__ import annotations
@@ -46,7 +48,14 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, check_name
+from ..store.base import (
+    ArtifactNotFound,
+    ArtifactStore,
+    IntegrityError,
+    StoreError,
+    check_name,
+)
+from ..store.credentials import redact_userinfo
 from ..store.layout import (
     INDEX,
     compactor_lease,
@@ -64,6 +73,16 @@ REINDEX_LEVEL = 3
 STATUSES = ("complete", "incomplete", "failed")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _COMPLETE = (2, "", False, "")
+#: what counts as damage when reading a record: a checksum mismatch or bytes that do not
+#: decode (not JSON, not UTF-8). Any other StoreError is an error, never damage.
+DAMAGE = (IntegrityError, ValueError)
+
+
+def unreadable(key: str, exc: StoreError) -> StoreError:
+    """The error that aborts a read of the run index: ``key`` could not be read (``exc``,
+    not damage), so nothing is listed rather than a listing with runs missing."""
+    return StoreError(f"the run index could not be read at {key} ({exc}); nothing was "
+                      "skipped or listed: retry when the store answers")
 
 
 @dataclass(frozen=True)
@@ -129,7 +148,13 @@ def event_entry(experiment: str, run_id: str, event: Mapping, config_doc: Mappin
             "status": event["status"], "at": event["at"], "finished": None,
             "outer_steps": int(event.get("outer_steps", 0)),
             "final_val_loss": event.get("final_val_loss"), "metrics": {},
-            "record_sha256": None, "error": event.get("error")}
+            "record_sha256": None, "error": _redacted(event.get("error"))}
+
+
+def _redacted(error):
+    """An event's error message with any URL's user info hidden (events written by an older
+    fdshpo may hold one)."""
+    return redact_userinfo(error) if isinstance(error, str) else error
 
 
 def event_name(event: Mapping) -> str:
@@ -193,6 +218,21 @@ def check_entry(entry, experiment: str, name: str | None = None) -> dict:
     return entry
 
 
+def check_segment(segment) -> dict:
+    """``segment`` if it has a segment's shape (an object whose ``entries`` is a list and
+    whose ``covers`` / ``replaces`` are lists of names), else raise ValueError saying what is
+    wrong. Its entries are checked one by one (:func:`check_entry`) where they are read."""
+    if not isinstance(segment, dict):
+        raise ValueError(f"a segment is a JSON object, got {type(segment).__name__}")
+    if not isinstance(segment.get("entries"), list):
+        raise ValueError("not a segment: its entries are not a list")
+    for name in ("covers", "replaces"):
+        names = segment.get(name) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"not a segment: {name} is not a list of names")
+    return segment
+
+
 def write_entry(store: ArtifactStore, entry: dict) -> str:
     """Write a (checked) entry, write-once; then compact the experiment's entries if
     :data:`COMPACT_AT` or more are loose. A failed compaction only warns: the entry is
@@ -247,29 +287,40 @@ def index_listing(store: ArtifactStore, experiment: str | None) -> IndexListing:
 
 
 def _fetch(store: ArtifactStore, keys: list[str]) -> Iterator[tuple[str, object]]:
-    """(key, parsed JSON or the StoreError/ValueError met) in order, up to FETCH_WINDOW
-    requests in flight. Raises _Vanished for a key that no longer exists."""
+    """(key, parsed JSON or the :data:`DAMAGE` met) in order, up to FETCH_WINDOW requests in
+    flight. Raises _Vanished for a key that no longer exists, and :func:`unreadable` for any
+    other store error."""
     def get(key: str):
         try:
             return store.get_json(key)
         except ArtifactNotFound as exc:
             return _Vanished(key, exc)
-        except (StoreError, ValueError) as exc:
+        except DAMAGE as exc:
             return exc
+        except StoreError as exc:
+            return unreadable(key, exc)
 
     if len(keys) <= 1:
         results = ((k, get(k)) for k in keys)
     else:
         pool = ThreadPoolExecutor(min(FETCH_WINDOW, len(keys)))
         results = _windowed(pool, get, keys)
-    for key, value in results:
-        if isinstance(value, _Vanished):
-            raise value
-        yield key, value
+    try:
+        for key, value in results:
+            if isinstance(value, (_Vanished, StoreError)) and not isinstance(value, DAMAGE):
+                raise value
+            yield key, value
+    finally:
+        results.close()  # here, in this thread: not later, from the garbage collector
 
 
 def _windowed(pool: ThreadPoolExecutor, get, keys: list[str]):
-    with pool:
+    """(key, get(key)) in order with up to FETCH_WINDOW gets in flight. Closing it early
+    cancels the gets not started and does not wait for the running ones: a generator left
+    unfinished is closed by the garbage collector in whatever thread it runs in, possibly one
+    holding the S3 client's connection-pool lock that those gets wait for (a deadlock,
+    seen when a listed key vanished mid-read under concurrent compaction)."""
+    try:
         pending = deque((k, pool.submit(get, k)) for k in keys[:FETCH_WINDOW])
         upcoming = iter(keys[FETCH_WINDOW:])
         while pending:
@@ -278,6 +329,8 @@ def _windowed(pool: ThreadPoolExecutor, get, keys: list[str]):
             if following is not None:
                 pending.append((following, pool.submit(get, following)))
             yield key, future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _raw_entries(store: ArtifactStore, listing: IndexListing,
@@ -294,9 +347,12 @@ def _raw_entries(store: ArtifactStore, listing: IndexListing,
     for key, segment in _fetch(store, listing.segments):
         if key.rsplit("/", 1)[1] in replaced:
             continue
-        if isinstance(segment, Exception) or not isinstance(segment, dict) \
-                or not isinstance(segment.get("entries"), list):
-            damaged(key, str(segment) if isinstance(segment, Exception) else "not a segment")
+        try:
+            if isinstance(segment, Exception):
+                raise segment
+            check_segment(segment)
+        except DAMAGE as exc:
+            damaged(key, str(exc))
             continue
         replaced.update(segment.get("replaces") or ())
         covered.update(segment.get("covers") or ())
@@ -315,7 +371,7 @@ def _raw_entries(store: ArtifactStore, listing: IndexListing,
             if isinstance(value, Exception):
                 raise value
             yield check_entry(value, _experiment_of(key), key.rsplit("/", 1)[1])
-        except (StoreError, ValueError) as exc:
+        except DAMAGE as exc:
             damaged(key, str(exc))
 
 
@@ -438,7 +494,7 @@ def compact(store: ArtifactStore, experiment: str, force: bool = False) -> bool:
                     names.append(key.rsplit("/", 1)[1])
                 except ArtifactNotFound:
                     continue  # compacted by another writer meanwhile
-                except (StoreError, ValueError):
+                except DAMAGE:
                     continue  # damaged: left for reindex, reported by readers
             if names:
                 put_segment(store, experiment, 0, absorbed, covers=names)
@@ -460,15 +516,16 @@ def _merge_level(store: ArtifactStore, experiment: str, level: int) -> bool:
     merged, names = [], []
     for key in group:
         try:
-            segment = store.get_json(key)
+            segment = check_segment(store.get_json(key))
         except ArtifactNotFound:
             continue
-        except StoreError:
-            continue  # damaged: left in place, reported by readers
-        if len(merged) + len(segment.get("entries", ())) > MAX_SEGMENT and names:
+        except DAMAGE:
+            continue  # damaged (also a checksummed object of the wrong shape): left in
+            # place, reported by readers, never a failure of the writer that compacts
+        if len(merged) + len(segment["entries"]) > MAX_SEGMENT and names:
             break
         good = []
-        for entry in segment.get("entries", ()):
+        for entry in segment["entries"]:
             try:
                 good.append(check_entry(entry, experiment))
             except ValueError:

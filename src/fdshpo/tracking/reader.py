@@ -15,7 +15,13 @@ import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, check_name
+from ..store.base import (
+    ArtifactNotFound,
+    ArtifactStore,
+    IntegrityError,
+    StoreError,
+    check_name,
+)
 from ..store.layout import (
     EXPERIMENTS,
     INDEX,
@@ -217,8 +223,8 @@ def _newest_schedule(store: ArtifactStore, layout: RunLayout, steps: list[dict])
     for key in reversed(store.list(layout.outer_checkpoints)):
         try:
             return store.get_json(key)["schedule"]
-        except (StoreError, ValueError, KeyError, TypeError):
-            continue  # cut short by a crash: the one before it
+        except (IntegrityError, ValueError, KeyError, TypeError):
+            continue  # cut short by a crash (damage, not a store error): the one before it
     return steps[-1]["schedule"] if steps else None
 
 
@@ -226,7 +232,8 @@ def load_run(store: ArtifactStore, ref: str, experiment: str | None = None,
              verify: bool = True, steps: bool = True) -> RunView:
     """Everything recorded for a run. With ``verify`` a complete run's artifacts are read back
     and checked against the sha256 in its record; a mismatch or a missing artifact makes it
-    ``corrupt`` (listed in ``problems``). ``steps=False`` skips the per-step records of a
+    ``corrupt`` (listed in ``problems``); any other store error is raised, never called
+    corruption. ``steps=False`` skips the per-step records of a
     complete run (its record has the totals)."""
     exp, run_id = resolve_run(store, ref, experiment)
     layout = RunLayout(exp, run_id)
@@ -250,7 +257,7 @@ def load_run(store: ArtifactStore, ref: str, experiment: str | None = None,
             except ArtifactNotFound:
                 problems.append(f"{rel}: missing")
                 continue
-            except StoreError as exc:
+            except IntegrityError as exc:  # damage; any other store error is raised
                 problems.append(f"{rel}: {exc}")
                 continue
             if actual != digest:

@@ -12,14 +12,18 @@ A run is written through a :class:`RunRecorder` (layout in :mod:`fdshpo.store.la
   recorder is refused with the holder's name until the lease is released or expires, and a
   heartbeat renews it while this recorder lives), records the config once (a resumed run must
   bring the same one), and writes a ``started`` event and its index entry.
+- Every write of the recorder (and of its checkpointers, inner checkpoints included) goes
+  through :meth:`~fdshpo.store.lease.Lease.fence`: it is refused with
+  :class:`~fdshpo.store.lease.LeaseLost` unless this recorder holds the lease at that moment.
 - ``finish`` writes the final schedule, metrics, plots and HTML report, then the run record
   ``run.json`` (the sha256 of every artifact of the run, which outer step the schedule came
   from and its validation loss, the engine that ran: :mod:`fdshpo.tracking.selection`) last;
   then the run's index entry (:mod:`fdshpo.tracking.index`), then moves the experiment's
   ``latest.json`` pointer (the warm start of scheduled retuning, :func:`latest_schedule`)
-  unless a run that finished later holds it, and releases the lease. A retried ``finish`` (a
-  step that died after ``run.json``) completes the steps after the record; it refuses another
-  schedule or other metrics.
+  forward only (:func:`~fdshpo.store.layout.moves_forward`, by compare-and-write: a run that
+  finished later is never replaced, even by a finish racing with it), and releases the lease.
+  A retried ``finish`` (a step that died after ``run.json``) completes the steps after the
+  record; it refuses another schedule or other metrics.
 - ``fail`` records a failed attempt (an event and its index entry); leaving the ``with``
   block on an exception calls it. A run without ``run.json`` is ``incomplete`` (or ``failed``),
   whatever else it holds.
@@ -28,8 +32,9 @@ Pipeline components call the pieces directly: the prepare step :meth:`RunRecorde
 outer step's two halves (:class:`fdshpo.tune.step.OuterStep`): each inner component
 ``run_replica`` with the recorder's :attr:`RunRecorder.inner` checkpointer (resumable), the
 outer component ``apply`` and then :meth:`RunRecorder.on_outer_step`; the report step
-:meth:`RunRecorder.finish`. Only ``start`` takes the lease: in a pipeline the prepare step
-takes it as ``kfp-job:<job id>``.
+:meth:`RunRecorder.finish`. Every step holds the run's lease as ``kfp-job:<job id>`` (the
+prepare step through ``start``, the others through :meth:`RunRecorder.hold`), so the job holds
+it from prepare to report and another job's writes are refused.
 Credentials never enter a record: :meth:`RunRecorder.start` refuses a config with a key that
 looks like one.
 """
@@ -52,7 +57,7 @@ from ..store.base import (
     StoreError,
     iso_utc,
 )
-from ..store.layout import RunLayout, latest_pointer
+from ..store.layout import RunLayout, latest_pointer, moves_forward
 from ..store.lease import DEFAULT_TTL, Lease
 from ..tune.loop import TuneResult, tune
 from ..tune.sign import SignOptimizer
@@ -119,21 +124,23 @@ class RunRecorder:
         run_id: a new id by default; pass an existing one to resume that run.
         checkpoint_every: inner checkpoint interval in steps (0: only replica results).
         owner: who writes, for the lease (default: this recorder in this process; a pipeline
-            passes ``kfp-job:<job id>`` so a retry of the same job may take over).
-        lease_seconds: how long the lease outlives a writer that stopped renewing it.
-        clock: wall-clock seconds (tests shift it to let a lease expire).
+            passes ``kfp-job:<job id>``: every step of the job, and a retry of it, holds it).
+        lease_seconds: how long the lease outlives a writer that stopped renewing it (by the
+            store's clock).
+        clock: wall-clock seconds for the times recorded (tests shift it); lease expiry does
+            not use it.
     """
 
     def __init__(self, store: ArtifactStore, experiment: str, run_id: str | None = None,
                  checkpoint_every: int = DEFAULT_EVERY, owner: str | None = None,
                  lease_seconds: float = DEFAULT_TTL,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
         self.layout = RunLayout(experiment, run_id or new_run_id())
-        self.inner = InnerCheckpointer(store, self.layout, checkpoint_every)
-        self.outer = OuterCheckpointer(store, self.layout)
         self.lease = Lease(store, self.layout.lease, f"run {self.layout.experiment}/"
-                           f"{self.layout.run_id}", owner, lease_seconds, clock)
+                           f"{self.layout.run_id}", owner, lease_seconds)
+        self.store = self.lease.fence(store)  # every write checks the lease first
+        self.inner = InnerCheckpointer(self.store, self.layout, checkpoint_every)
+        self.outer = OuterCheckpointer(self.store, self.layout)
         self.clock = clock
         self._config: dict | None = None
 
@@ -197,6 +204,15 @@ class RunRecorder:
         self.lease.keep_alive()
         return resume
 
+    def hold(self) -> None:
+        """Take the run's lease (or join it: a pipeline step, with the job's owner label) and
+        keep it alive while this recorder lives, without recording anything; the lease is not
+        released when the step ends (the report step's :meth:`finish` releases it).
+
+        Raises :class:`~fdshpo.store.lease.LeaseHeld` when another writer holds the run."""
+        self.lease.acquire()
+        self.lease.keep_alive()
+
     def _other_config(self) -> StoreError:
         return StoreError(f"run {self.experiment}/{self.run_id} already exists in "
                           f"{self.store.uri} with a different config; resume it with the "
@@ -223,12 +239,15 @@ class RunRecorder:
                                             self._config_doc() or {}))
 
     def fail(self, error: str) -> None:
-        """Record that this attempt failed (``error``: what happened) and release the lease;
-        the run stays resumable. Nothing happens once the run is complete."""
+        """Record that this attempt failed (``error``: what happened, any URL's user info
+        redacted) and release the lease; the run stays resumable. Nothing happens once the run
+        is complete."""
+        from ..store.credentials import redact_userinfo
+
         if self.store.exists(self.layout.record):
             return
         try:
-            self._event("failed", self.outer.latest(), str(error)[:2000])
+            self._event("failed", self.outer.latest(), redact_userinfo(str(error))[:2000])
         finally:
             self.lease.release()
 
@@ -256,7 +275,10 @@ class RunRecorder:
         then the run's index entry and the experiment's ``latest.json`` pointer, and release
         the lease. Returns the record. A retry after a finish that died past the record
         completes the rest; it raises StoreError when it brings another schedule or metrics.
+        A recorder that does not hold the lease yet takes it first (:meth:`hold`).
         """
+        if not self.lease.held and self.lease.lost is None:
+            self.hold()
         self.lease.check()
         metrics = dict(metrics or {})
         check_no_credentials(metrics, "metrics")
@@ -320,19 +342,16 @@ class RunRecorder:
         except ArtifactExists:
             pass
 
-    def _move_latest(self, record: Mapping) -> None:
-        """Point ``latest.json`` at this run unless a run that finished later holds it."""
-        key = latest_pointer(self.experiment)
-        try:
-            current = self.store.get_json(key)
-        except (ArtifactNotFound, IntegrityError):
-            current = None
-        if current is not None and (str(current.get("finished")), str(current.get("run_id"))) \
-                > (record["finished"], self.run_id):
-            return
-        self.store.put_json(key, {"experiment": self.experiment, "run_id": self.run_id,
-                                  "schedule": record["schedule"], "metrics": record["metrics"],
-                                  "finished": record["finished"]}, overwrite=True)
+    def _move_latest(self, record: Mapping) -> bool:
+        """Point ``latest.json`` at this run only if that moves it forward
+        (:func:`~fdshpo.store.layout.moves_forward`), by compare-and-write with retries
+        (:meth:`~fdshpo.store.ArtifactStore.update_json`). True when it moved."""
+        pointer = {"experiment": self.experiment, "run_id": self.run_id,
+                   "schedule": record["schedule"], "metrics": record["metrics"],
+                   "finished": record["finished"]}
+        return self.store.update_json(
+            latest_pointer(self.experiment),
+            lambda current: pointer if moves_forward(current, pointer) else None)
 
 
 def latest_finished(store: ArtifactStore, experiment: str) -> tuple[str, Schedule] | None:

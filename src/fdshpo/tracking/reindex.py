@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..store.base import ArtifactNotFound, ArtifactStore, StoreError, check_name
+from ..store.base import (
+    ArtifactNotFound,
+    ArtifactStore,
+    IntegrityError,
+    StoreError,
+    check_name,
+)
 from ..store.layout import EXPERIMENTS, RunLayout, parse_run_key
 from .index import (
+    DAMAGE,
     MAX_SEGMENT,
     REINDEX_LEVEL,
     IndexDamage,
@@ -33,27 +40,55 @@ class ReindexResult:
     problems: list[IndexDamage] = field(default_factory=list)
 
 
+class _Damaged(Exception):  # noqa: N818 (a record that is damaged, reported and passed over)
+    pass
+
+
+def _read(store: ArtifactStore, key: str):
+    """The JSON under ``key``; raises _Damaged for :data:`~fdshpo.tracking.index.DAMAGE`
+    (checksum, decoding), the StoreError itself for anything else (never damage)."""
+    try:
+        return store.get_json(key)
+    except DAMAGE as exc:
+        raise _Damaged(str(exc)) from None
+
+
 def run_summary(store: ArtifactStore, layout: RunLayout, keys: set[str],
                 problems: list[IndexDamage]) -> dict | None:
-    """The entry a run's own folder supports (``keys``: the folder's keys), or None."""
-    try:
-        config_doc = store.get_json(layout.config) if layout.config in keys else {}
-    except StoreError as exc:
-        problems.append(IndexDamage(layout.config, str(exc)))
-        config_doc = {}
+    """The entry a run's own folder supports (``keys``: the folder's keys), or None.
+
+    Only damage (a checksum mismatch, bytes that do not decode, a record without the fields
+    of one) is reported in ``problems`` and passed over; any other StoreError is raised, so
+    a read that failed never demotes a complete run to incomplete."""
+    config_doc = {}
+    if layout.config in keys:
+        try:
+            config_doc = _read(store, layout.config)
+            if not isinstance(config_doc, dict):
+                config_doc = {}
+                raise _Damaged("a run's config is a JSON object")
+        except _Damaged as exc:
+            problems.append(IndexDamage(layout.config, str(exc)))
     if layout.record in keys:
         try:
-            record = store.get_json(layout.record)
-            return complete_entry(record, store.checksum(layout.record), config_doc)
-        except (StoreError, KeyError, ValueError) as exc:
+            record = _read(store, layout.record)
+            digest = store.checksum(layout.record)
+            try:
+                return complete_entry(record, digest, config_doc)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise _Damaged(f"missing or wrong field {exc}") from None
+        except _Damaged as exc:
             problems.append(IndexDamage(layout.record, f"not a valid run record ({exc}); the run "
                                                    "is listed as incomplete"))
     events = sorted(k for k in keys if k.startswith(layout.events))
     for key in reversed(events):
         try:
-            return event_entry(layout.experiment, layout.run_id, store.get_json(key),
-                               config_doc)
-        except (StoreError, KeyError, ValueError) as exc:
+            event = _read(store, key)
+            try:
+                return event_entry(layout.experiment, layout.run_id, event, config_doc)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise _Damaged(f"not an event: missing or wrong field {exc}") from None
+        except _Damaged as exc:
             problems.append(IndexDamage(key, str(exc)))
     if layout.config not in keys:
         return None
@@ -61,8 +96,8 @@ def run_summary(store: ArtifactStore, layout: RunLayout, keys: set[str],
     last = None
     if steps:
         try:
-            last = store.get_json(steps[-1]).get("val_loss")
-        except StoreError:
+            last = _read(store, steps[-1]).get("val_loss")
+        except (_Damaged, AttributeError):
             last = None
     return event_entry(layout.experiment, layout.run_id,  # recorded before events existed
                        {"status": "incomplete", "at": "00000000T000000.000000Z-0000",
@@ -71,7 +106,10 @@ def run_summary(store: ArtifactStore, layout: RunLayout, keys: set[str],
 
 def reindex(store: ArtifactStore, experiment: str | None = None) -> ReindexResult:
     """Rebuild the index of one experiment (or all) from the run folders, then remove the
-    entries and segments it replaces. Entries written while it runs are kept."""
+    entries and segments it replaces. Entries written while it runs are kept.
+
+    Damaged records are reported in the result; any other store error while reading the run
+    folders raises StoreError before anything is written or removed."""
     result = ReindexResult()
     prefix = f"{EXPERIMENTS}/{check_name(experiment, 'experiment name')}/" if experiment \
         else f"{EXPERIMENTS}/"
@@ -84,7 +122,12 @@ def reindex(store: ArtifactStore, experiment: str | None = None) -> ReindexResul
             runs.setdefault(parsed, set()).add(key)
     by_experiment: dict[str, list[dict]] = {}
     for (exp, run_id), keys in sorted(runs.items()):
-        summary = run_summary(store, RunLayout(exp, run_id), keys, result.problems)
+        try:
+            summary = run_summary(store, RunLayout(exp, run_id), keys, result.problems)
+        except StoreError as exc:
+            raise StoreError(f"reindex stopped at run {exp}/{run_id}: {exc}. The index was "
+                             "left as it was (no run marked incomplete); run `fdshpo runs "
+                             "reindex` again when the store answers") from None
         if summary is not None:
             by_experiment.setdefault(exp, []).append(summary)
     written = set()
@@ -104,21 +147,25 @@ def reindex(store: ArtifactStore, experiment: str | None = None) -> ReindexResul
 def verify(store: ArtifactStore, rows: list[dict]) -> tuple[list[dict], list[IndexDamage]]:
     """Check each row against its run folder (one stat per row): a complete run's record must
     exist with the sha256 its entry names; other runs need their config. Returns the rows that
-    pass and the problems of the others."""
+    pass and the problems of the others; a store error that is not such a finding is raised."""
     good, problems = [], []
     for row in rows:
         layout = RunLayout(row["experiment"], row["run_id"])
-        try:
-            if row["status"] == "complete":
+        wrong = None
+        if row["status"] == "complete":
+            try:
                 actual = store.checksum(layout.record)
+            except (ArtifactNotFound, IntegrityError) as exc:
+                wrong = str(exc)
+            else:
                 if actual != row["record_sha256"]:
-                    raise StoreError(f"run.json has sha256 {actual}, the index entry "
-                                     f"{row['record_sha256']}")
-            elif not store.exists(layout.config):
-                raise ArtifactNotFound("the run has no config.json")
-        except StoreError as exc:
-            problems.append(IndexDamage(layout.prefix, f"{exc}; not listed (`fdshpo runs reindex` "
-                                                   "repairs the index)"))
+                    wrong = (f"run.json has sha256 {actual}, the index entry "
+                             f"{row['record_sha256']}")
+        elif not store.exists(layout.config):
+            wrong = "the run has no config.json"
+        if wrong is not None:
+            problems.append(IndexDamage(layout.prefix, f"{wrong}; not listed (`fdshpo runs "
+                                                   "reindex` repairs the index)"))
             continue
         good.append(row)
     return good, problems

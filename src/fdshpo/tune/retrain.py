@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ..data.batches import eval_batches
-from ..engines.inner import InnerRunDiverged, load_state, train
+from ..engines.base import InnerRunDiverged
+from ..engines.inner import load_state, train
 from ..schedule import Schedule
 from ..seeds import derive_seed
 from .problem import ClassificationProblem

@@ -37,10 +37,10 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..engines.base import HypergradientResult
+from ..engines.base import HypergradientResult, InnerRunDiverged
 from ..engines.choose import hypergradient
 from ..engines.forward import ForwardState
-from ..engines.inner import InnerRunDiverged, LossFn
+from ..engines.inner import LossFn
 from ..engines.reverse import ReverseState
 from ..schedule import Schedule
 from .sign import SignOptimizer
