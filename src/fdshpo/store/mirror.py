@@ -55,14 +55,6 @@ def restore_skips(key: str) -> bool:
     return is_live_state(key) or key.startswith(f"{INDEX}/")
 
 
-def _readable_pointer(store: ArtifactStore, key: str):
-    """The destination's pointer, or None when it has none or a damaged one."""
-    try:
-        return json.loads(store.get_bytes(key))
-    except (ArtifactNotFound, IntegrityError, ValueError):
-        return None
-
-
 def mirror(source: ArtifactStore, destination: ArtifactStore, prefix: str = "",
            skip: Callable[[str], bool] | None = None) -> MirrorReport:
     """Copy the artifacts of ``source`` under ``prefix`` into ``destination`` (see the module
@@ -91,9 +83,11 @@ def mirror(source: ArtifactStore, destination: ArtifactStore, prefix: str = "",
             if not isinstance(ours, dict):
                 report.corrupt.append(key)
                 continue
-            if not moves_forward(_readable_pointer(destination, key), ours):
-                report.kept.append(key)
-                continue
+            # a compare-and-write: a finish racing the copy can never be moved back
+            moved = destination.update_json(
+                key, lambda current, ours=ours: ours if moves_forward(current, ours) else None)
+            (report.copied if moved else report.kept).append(key)
+            continue
         try:
             destination.put_bytes(key, data, overwrite=is_pointer(key))
         except ArtifactExists:
