@@ -10,7 +10,10 @@ diverges is a result, not a failure (nothing to retry): the outer step applies t
 The :class:`~fdshpo.tune.step.ReplicaResult` goes to the ``hypergradients`` artifact as JSON,
 with the engine that computed it and why (``config.engine``, default auto); the artifact's
 metadata names the engine. The step holds the run's lease as its job (``owner``) while it
-trains: its checkpoints and result are refused if another job took the run over.
+trains: its checkpoints and result are refused if another job took the run over. With
+``resources.procs_per_node`` > 1 the inner run is data-parallel: its ranks run in torchrun
+processes (:mod:`fdshpo.components.ranks`), without inner checkpoints, and the record says
+``distributed``.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -25,8 +28,12 @@ def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path:
     from fdshpo.components.common import held_recorder, problem_for, read_dataset
     from fdshpo.tune.state import TuneState
 
-    state = TuneState.from_dict(json.loads(state_json))
     rec = held_recorder(config, run_id, owner)
+    if config.resources.world_size > 1:
+        from fdshpo.components.ranks import run_local
+
+        return run_local(config, state_json, int(float(replica)), dataset_path)
+    state = TuneState.from_dict(json.loads(state_json))
     problem = problem_for(config, read_dataset(dataset_path))
     result = config.outer_step().run_replica(problem, state, int(float(replica)),
                                              checkpointer=rec.inner)
@@ -53,5 +60,6 @@ def inner_component(config_json: str, run_id: str, job_id: str, state: str, repl
                                                            "device")})
     diverged = record["diverged"] is not None  # metadata is JSON: no infinite loss in it
     hypergradients.metadata.update({"run_id": run_id, "diverged": diverged,
+                                    "distributed": record.get("distributed"),
                                     "val_loss": None if diverged else record["val_loss"],
                                     "engine": (record["engine"] or {}).get("engine")})

@@ -15,7 +15,8 @@ import pytest
 import torch
 from shard_ranks import CASES, run_case
 
-from fdshpo.engines.shards import shard_of, shard_sizes
+from fdshpo.data.batches import ShuffledBatches, shard_bounds
+from fdshpo.engines.shards import shard_of
 
 TOLERANCE = 1e-10
 JOIN_S = 240
@@ -96,12 +97,26 @@ def test_a_hung_rank_is_a_clear_error_after_the_timeout(tmp_path):
     assert error["seconds"] < 12.0
 
 
-def test_shard_sizes_cover_the_batch_near_equally():
-    assert shard_sizes(10, 3) == [4, 3, 3]
-    assert shard_sizes(1, 2) == [1, 0]
+def test_shards_cover_the_batch_near_equally():
+    assert [shard_bounds(10, r, 3) for r in range(3)] == [(0, 4), (4, 7), (7, 10)]
+    assert [shard_bounds(1, r, 2) for r in range(2)] == [(0, 1), (1, 1)]
     x, y = torch.arange(10.0), torch.arange(10)
     pieces = [shard_of(x, y, r, 3) for r in range(3)]
     assert torch.equal(torch.cat([p[1] for p in pieces]), y)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_sharded_shuffled_batches_join_into_the_whole_stream(augment):
+    from fdshpo.data.augment import random_crop_flip
+
+    x, y = torch.randn(50, 1, 8, 8), torch.arange(50)
+    options = dict(augment=random_crop_flip if augment else None)
+    whole = list(ShuffledBatches(x, y, 7, 9, seed=4, **options))
+    shards = [list(ShuffledBatches(x, y, 7, 9, seed=4, shard=(r, 3), **options))
+              for r in range(3)]
+    for t, (xs, ys) in enumerate(whole):
+        assert torch.equal(torch.cat([s[t][0] for s in shards]), xs)
+        assert torch.equal(torch.cat([s[t][1] for s in shards]), ys)
 
 
 def test_group_without_torch_distributed_initialised_says_so():
@@ -117,3 +132,63 @@ def test_group_without_torch_distributed_initialised_says_so():
 
 if sys.platform != "linux":  # spawn + gloo on loopback is what CI runs
     pytestmark = pytest.mark.skip("gloo ranks are tested on Linux")
+
+
+def small_config(tmp_path, **resources):
+    """configs/demo.yaml over a 12-step horizon, its resources overridden."""
+    import dataclasses
+    from pathlib import Path
+
+    from fdshpo.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    schedule = dataclasses.replace(config.schedule, horizon=12)
+    return dataclasses.replace(config, schedule=schedule,
+                               resources=dataclasses.replace(config.resources, **resources))
+
+
+def test_torchrun_ranks_give_the_replica_record_of_one_process(tmp_path):
+    """fdshpo.components.ranks under torchrun, 2 gloo ranks: the record of one process (the
+    demo runs in float32, so to float32 reduction noise)."""
+    from fdshpo.components.common import load_dataset, problem_for, save_dataset
+    from fdshpo.components.ranks import run_local
+    from fdshpo.tune.state import TuneState
+
+    config = small_config(tmp_path, procs_per_node=2)
+    dataset = load_dataset(config)
+    save_dataset(dataset, tmp_path / "dataset.pt")
+    schedule = config.initial_schedule()
+    state = TuneState(schedule, config.optimizer().init(schedule))
+    record = run_local(config, json.dumps(state.to_dict()), 0, str(tmp_path / "dataset.pt"),
+                       timeout_s=120)
+    one = config.outer_step().run_replica(problem_for(config, dataset), state, 0)
+    assert record["distributed"] == {"nodes": 1, "procs_per_node": 2, "world_size": 2,
+                                     "backend": "gloo"}
+    assert record["engine"]["engine"] == one.engine["engine"]
+    assert abs(record["val_loss"] - one.val_loss) <= 1e-5 * abs(one.val_loss)
+    for name, grads in one.grads.items():
+        got = torch.tensor(record["grads"][name])
+        assert relative(got, torch.tensor(grads)) < 1e-3, name
+
+
+@pytest.mark.parametrize("resources,message", [
+    ({"procs_per_node": 0}, "resources.procs_per_node must be between 1 and 64"),
+    ({"nodes": "two"}, "resources.nodes must be an integer"),
+    ({"gpus": 1, "procs_per_node": 2}, "each rank on a node needs a GPU of its own"),
+])
+def test_resources_for_ranks_are_validated(resources, message):
+    from fdshpo.config import ExperimentConfig
+    from fdshpo.errors import UserError
+
+    data = small_config(None).to_dict()
+    data["resources"].update(resources)
+    with pytest.raises(UserError, match=message):
+        ExperimentConfig.from_dict(data)
+
+
+def test_a_local_run_refuses_several_nodes(tmp_path):
+    from fdshpo.components.ranks import run_local
+    from fdshpo.errors import UserError
+
+    with pytest.raises(UserError, match="resources.nodes is 2: a run on this machine"):
+        run_local(small_config(tmp_path, nodes=2), "{}", 0, "unused")

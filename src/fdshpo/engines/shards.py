@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..data.batches import shard_bounds
+
 
 class RankFailed(RuntimeError):
     """A collective of a data-parallel inner run failed on this rank: another rank died or
@@ -128,16 +130,9 @@ class ShardGroup:
         return tensor
 
 
-def shard_sizes(examples: int, world_size: int) -> list[int]:
-    """Near-equal contiguous shard sizes of a batch of ``examples`` (the first ranks get the
-    extra ones): how :func:`shard_of` splits a batch."""
-    base, extra = divmod(examples, world_size)
-    return [base + (r < extra) for r in range(world_size)]
-
-
 def shard_of(inputs: torch.Tensor, targets: torch.Tensor, rank: int, world_size: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank ``rank``'s contiguous shard of the batch (sizes :func:`shard_sizes`)."""
-    sizes = shard_sizes(len(targets), world_size)
-    start = sum(sizes[:rank])
-    return inputs[start:start + sizes[rank]], targets[start:start + sizes[rank]]
+    """Rank ``rank``'s contiguous, near-equal shard of the batch
+    (:func:`fdshpo.data.batches.shard_bounds`)."""
+    start, stop = shard_bounds(len(targets), rank, world_size)
+    return inputs[start:stop], targets[start:stop]
