@@ -47,13 +47,33 @@ def inner_component(config_json: str, run_id: str, job_id: str, state: str, repl
 
     ``replica`` is the replica index as a string: numbers inside list parameters come back
     from KFP as floats, and a float is refused by an integer input."""
-    import json
-
     from fdshpo.components.common import config_from_json, job_owner
-    from fdshpo.components.inner import inner_step
+    from fdshpo.components.inner import inner_step, write_record
 
     record = inner_step(config_from_json(config_json), run_id, state, replica, dataset.path,
                         job_owner(job_id))
+    write_record(record, hypergradients, run_id)
+
+
+def launcher_component(config_json: str, run_id: str, job_id: str, state: str, replica: str,
+                       dataset: Input[Dataset], hypergradients: Output[Artifact]):
+    """KFP: one replica's hypergradients from a Kubeflow Trainer TrainJob of
+    ``resources.nodes`` x ``procs_per_node`` ranks (:mod:`fdshpo.components.trainjob`); the task
+    itself holds no GPU, it waits. ``dataset`` is unused (the ranks load the config's dataset)
+    and keeps the ``inner`` component's signature, so the pipeline swaps one for the other."""
+    from fdshpo.components.common import config_from_json, job_owner
+    from fdshpo.components.inner import write_record
+    from fdshpo.components.trainjob import launch_step
+
+    record = launch_step(config_from_json(config_json), run_id, state, int(float(replica)),
+                         job_owner(job_id))
+    write_record(record, hypergradients, run_id)
+
+
+def write_record(record: dict, hypergradients, run_id: str) -> None:
+    """The replica's record into the ``hypergradients`` artifact, its summary in the metadata."""
+    import json
+
     with open(hypergradients.path, "w") as f:
         json.dump(record, f)
     hypergradients.metadata.update({k: record[k] for k in ("outer_step", "replica", "seconds",

@@ -4,8 +4,11 @@
         CONFIG_JSON STATE_JSON REPLICA DATASET OUT [--timeout SECONDS]
 
 (CONFIG_JSON and STATE_JSON are files holding the experiment config and the tune state, as the
-``inner`` component gets them; DATASET the prepared dataset file; OUT where rank 0 writes the
-record.) Every rank joins the process group torchrun describes (``RANK``, ``WORLD_SIZE``,
+``inner`` component gets them, or ``env:NAME`` for an environment variable holding them; DATASET
+the prepared dataset file, or ``-`` for the config's dataset from the registry, as prepare
+loads it; OUT where rank 0 writes the record: a file, or ``store:RUN_ID`` for the run's
+:func:`record_key` in the config's store, which the launcher reads.) Every rank joins the
+process group torchrun describes (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``/``MASTER_PORT``; gloo on CPU, NCCL with one GPU per rank, ``LOCAL_RANK``),
 takes its shard of every batch of replica ``REPLICA``'s inner run
 (:class:`~fdshpo.tune.problem.ClassificationProblem` ``shard=``) and runs
@@ -33,16 +36,33 @@ from pathlib import Path
 DEFAULT_TIMEOUT_S = 600
 
 
+def read_text(source: str) -> str:
+    """The contents of file ``source``, or of environment variable NAME for ``env:NAME``."""
+    if source.startswith("env:"):
+        return os.environ[source.removeprefix("env:")]
+    return Path(source).read_text()
+
+
+def record_key(config, run_id: str, outer_step: int, replica: int) -> str:
+    """Where ``OUT=store:RUN_ID`` puts a replica's record: ``distributed/<outer>-<replica>.json``
+    under the run's prefix."""
+    from fdshpo.store.layout import RunLayout
+
+    layout = RunLayout(config.experiment, run_id)
+    return layout.key(f"distributed/{int(outer_step):04d}-{int(replica):03d}.json")
+
+
 def rank_record(config, state_json: str, replica: int, dataset_path: str, rank: int,
                 world_size: int, local_rank: int, group) -> dict:
     """This rank's run of the replica, as the ``inner`` component's record."""
     import dataclasses
 
-    from fdshpo.components.common import problem_for, read_dataset
+    from fdshpo.components.common import load_dataset, problem_for, read_dataset
     from fdshpo.tune.state import TuneState
 
     state = TuneState.from_dict(json.loads(state_json))
-    problem = problem_for(config, read_dataset(dataset_path))
+    dataset = load_dataset(config) if dataset_path == "-" else read_dataset(dataset_path)
+    problem = problem_for(config, dataset)
     if problem.device.startswith("cuda"):
         problem = dataclasses.replace(problem, device=f"cuda:{local_rank}")
     problem = dataclasses.replace(problem, shard=(rank, world_size))
@@ -71,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fdshpo.components.common import config_from_json
 
-    config = config_from_json(Path(args.config_json).read_text())
+    config = config_from_json(read_text(args.config_json))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = config.resources.gpus > 0 and torch.cuda.is_available()
     if cuda:
@@ -80,15 +100,22 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group(backend, timeout=timedelta(seconds=args.timeout))
     try:
         rank, world_size = dist.get_rank(), dist.get_world_size()
-        record = rank_record(config, Path(args.state_json).read_text(), args.replica,
+        record = rank_record(config, read_text(args.state_json), args.replica,
                              args.dataset, rank, world_size, local_rank, dist.group.WORLD)
         if rank == 0:
             record["distributed"] = {"nodes": config.resources.nodes,
                                      "procs_per_node": config.resources.procs_per_node,
                                      "world_size": world_size, "backend": backend}
-            partial = Path(args.out).with_suffix(".partial")
-            partial.write_text(json.dumps(record))
-            partial.replace(args.out)
+            if args.out.startswith("store:"):
+                from fdshpo.components.common import open_run_store
+
+                key = record_key(config, args.out.removeprefix("store:"),
+                                 record["outer_step"], args.replica)
+                open_run_store(config).put_json(key, record, overwrite=True)
+            else:
+                partial = Path(args.out).with_suffix(".partial")
+                partial.write_text(json.dumps(record))
+                partial.replace(args.out)
     finally:
         dist.destroy_process_group()
     return 0

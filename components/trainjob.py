@@ -22,6 +22,7 @@ which needs only a namespaced Role on ``trainjobs``).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import time
@@ -69,6 +70,7 @@ def trainjob_manifest(
     cpu: str | None = None,
     memory: str | None = None,
     env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, tuple[str, str]] | None = None,
     deadline_s: int | None = None,
     owner: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
@@ -76,8 +78,9 @@ def trainjob_manifest(
 ) -> dict:
     """The TrainJob of one replica's data-parallel inner run (module docstring).
 
-    ``args`` follow ``torchrun -m fdshpo.components.ranks``; ``owner``: ``{"apiVersion",
-    "kind", "name", "uid"}`` of the object that owns the job (the launcher's pod).
+    ``args`` follow ``torchrun -m fdshpo.components.ranks``; ``secret_env``: variable ->
+    (Secret name, key); ``owner``: ``{"apiVersion", "kind", "name", "uid"}`` of the object that
+    owns the job (the launcher's pod).
     ValueError for a name that is not a DNS label or non-positive counts.
     """
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
@@ -102,8 +105,11 @@ def trainjob_manifest(
     }
     if resources:
         trainer["resourcesPerNode"] = resources
-    if env:
-        trainer["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    variables = [{"name": k, "value": v} for k, v in sorted((env or {}).items())]
+    variables += [{"name": k, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+                  for k, (secret, key) in sorted((secret_env or {}).items())]
+    if variables:
+        trainer["env"] = variables
     metadata: dict[str, Any] = {"name": name, "namespace": namespace,
                                 "labels": {"app.kubernetes.io/part-of": "fdshpo",
                                            **(labels or {})}}
@@ -211,3 +217,56 @@ class KubernetesTrainJobs:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+def launcher_owner() -> dict | None:
+    """The owner reference of the launcher's pod, from the ``KFP_POD_NAME``/``KFP_POD_UID``
+    variables KFP sets in a task's pod (None outside KFP)."""
+    name, uid = os.environ.get("KFP_POD_NAME"), os.environ.get("KFP_POD_UID")
+    return {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid} if name and uid else None
+
+
+def current_namespace() -> str:
+    """The namespace of this pod (its service account's), else ``kubeflow``."""
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    return open(path).read().strip() if os.path.exists(path) else "kubeflow"
+
+
+def launch_step(config, run_id: str, state_json: str, replica: int, owner: str,
+                api: TrainJobs | None = None, namespace: str | None = None,
+                deadline_s: float = 24 * 3600, poll_s: float = POLL_S) -> dict:
+    """The ``inner`` component's record of one replica, computed by a TrainJob of
+    ``resources.nodes`` x ``procs_per_node`` ranks: holds the run's lease as ``owner`` while it
+    waits, then reads the record rank 0 wrote to the store
+    (:func:`fdshpo.components.ranks.record_key`)."""
+    import json as json_
+
+    from fdshpo.components.common import held_recorder, open_run_store, recorded_config
+    from fdshpo.components.ranks import record_key
+    from fdshpo.config.kube import SECRET_ENV
+    from fdshpo.image import component_image
+
+    res = config.resources
+    outer_step = int(json_.loads(state_json).get("next_outer_step", 0))
+    rec = held_recorder(config, run_id, owner)
+    namespace = namespace or current_namespace()
+    api = api or KubernetesTrainJobs(namespace)
+    name = trainjob_name(run_id, outer_step, replica)
+    body = trainjob_manifest(
+        name, namespace, res.image or component_image(gpu=res.gpus > 0),
+        ["env:FDSHPO_CONFIG_JSON", "env:FDSHPO_STATE_JSON", str(int(replica)), "-",
+         f"store:{run_id}"],
+        res.nodes, res.procs_per_node, res.gpus, res.gpu_type or "nvidia.com/gpu", res.cpu,
+        res.memory, env={"FDSHPO_CONFIG_JSON": json_.dumps(recorded_config(config)),
+                         "FDSHPO_STATE_JSON": state_json},
+        secret_env={var: (res.credentials_secret, key) for key, var in SECRET_ENV.items()}
+        if res.credentials_secret else None,
+        deadline_s=int(deadline_s), owner=launcher_owner(),
+        labels={"fdshpo.io/run": run_id[:63]})
+    restore = delete_on_sigterm(api, name)
+    try:
+        run_trainjob(api, body, deadline_s, poll_s)
+    finally:
+        restore()
+    del rec  # the lease was held while the job ran
+    return open_run_store(config).get_json(record_key(config, run_id, outer_step, replica))

@@ -177,3 +177,75 @@ def test_the_trainer_manifests_render_and_validate():
     role = next(d for d in docs if d["kind"] == "Role")
     assert role["rules"] == [{"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
                               "verbs": ["create", "get", "delete"]}]
+
+
+def demo_config(tmp_path, **resources):
+    import dataclasses
+    from pathlib import Path
+
+    from fdshpo.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    store = dataclasses.replace(config.store, uri=str(tmp_path / "store"))
+    return dataclasses.replace(config, store=store,
+                               resources=dataclasses.replace(config.resources, **resources))
+
+
+def compiled_tasks(config, tmp_path, **options):
+    from kfp import compiler
+
+    from fdshpo.pipelines.fds import build_pipeline
+
+    path = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(build_pipeline(config, **options), str(path))
+    docs = list(yaml.safe_load_all(path.read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+@pytest.mark.parametrize("procs,launcher", [(1, False), (2, True)])
+def test_the_compiled_pipeline_launches_trainjobs_only_for_several_ranks(tmp_path, procs,
+                                                                       launcher):
+    spec, platform = compiled_tasks(demo_config(tmp_path, procs_per_node=procs), tmp_path)
+    components = set(spec["components"])
+    assert ("comp-launcher-component-step-1" in components) == launcher
+    assert ("comp-inner-component-step-1" in components) != launcher
+    tasks = spec["components"]["comp-for-loop-101"]["dag"]["tasks"]
+    (task,) = tasks.values()
+    assert task["retryPolicy"]["maxRetryCount"] == 2
+    executor = task["componentRef"]["name"].replace("comp-", "exec-")
+    container = spec["deploymentSpec"]["executors"][executor]["container"]
+    assert "accelerator" not in (container.get("resources") or {})
+
+
+def test_the_local_runner_keeps_the_inner_task_for_several_ranks(tmp_path):
+    spec, _ = compiled_tasks(demo_config(tmp_path, procs_per_node=2), tmp_path,
+                             launcher=False)
+    assert "comp-inner-component-step-1" in spec["components"]
+
+
+def test_launch_step_reads_the_record_rank_0_wrote(tmp_path):
+    """launch_step against FakeTrainJobs whose create plays rank 0 (writes the record)."""
+    import json
+
+    from fdshpo.components.common import open_run_store
+    from fdshpo.components.ranks import record_key
+    from fdshpo.components.trainjob import launch_step
+
+    config = demo_config(tmp_path, procs_per_node=2)
+    run_id = "20261207-181054-64add5"
+    state_json = json.dumps({"next_outer_step": 2})
+    record = {"outer_step": 2, "replica": 1, "val_loss": 0.5, "distributed": {"world_size": 2}}
+
+    class RankZero(FakeTrainJobs):
+        def create(self, body):
+            env = {e["name"]: e.get("value") for e in body["spec"]["trainer"]["env"]}
+            assert json.loads(env["FDSHPO_STATE_JSON"]) == {"next_outer_step": 2}
+            assert body["spec"]["trainer"]["args"][-2:] == ["-", f"store:{run_id}"]
+            open_run_store(config).put_json(record_key(config, run_id, 2, 1), record)
+            return super().create(body)
+
+    api = RankZero([done("Complete")])
+    got = launch_step(config, run_id, state_json, 1, "kfp-job:test", api=api,
+                      namespace="kubeflow", poll_s=0)
+    assert got == record
+    assert api.calls[0] == ("create", trainjob_name(run_id, 2, 1))
