@@ -15,8 +15,9 @@ takes its shard of every batch of replica ``REPLICA``'s inner run
 :meth:`~fdshpo.tune.step.OuterStep.run_replica` with the group, so every rank computes the
 hypergradients of the whole batches (:mod:`fdshpo.engines.shards`). Only rank 0 writes: the
 record of :func:`fdshpo.components.inner.inner_step`, plus ``distributed`` (nodes, processes
-per node, backend), as JSON to OUT. The data-parallel run does not save inner checkpoints yet:
-a retried step starts the replica's inner run again.
+per node, backend; also in its ``engine``, which the outer step records), as JSON to OUT.
+The data-parallel run does not save inner checkpoints yet: a retried step starts the replica's
+inner run again.
 
 :func:`run_local` is how ``fdshpo run`` (and the ``inner`` component, when the config asks for
 ``resources.procs_per_node`` > 1 on one node) starts those ranks on this machine.
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             record["distributed"] = {"nodes": config.resources.nodes,
                                      "procs_per_node": config.resources.procs_per_node,
                                      "world_size": world_size, "backend": backend}
+            if record["engine"] is not None:  # the outer step's record keeps the engine's
+                record["engine"]["distributed"] = record["distributed"]
             if args.out.startswith("store:"):
                 from fdshpo.components.common import open_run_store
 

@@ -165,6 +165,7 @@ def test_torchrun_ranks_give_the_replica_record_of_one_process(tmp_path):
     assert record["distributed"] == {"nodes": 1, "procs_per_node": 2, "world_size": 2,
                                      "backend": "gloo"}
     assert record["engine"]["engine"] == one.engine["engine"]
+    assert record["engine"]["distributed"] == record["distributed"]  # the step record keeps it
     assert abs(record["val_loss"] - one.val_loss) <= 1e-5 * abs(one.val_loss)
     for name, grads in one.grads.items():
         got = torch.tensor(record["grads"][name])
