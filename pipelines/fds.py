@@ -31,7 +31,7 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input
 
 from fdshpo.components.common import graph_settings
-from fdshpo.components.inner import inner_component
+from fdshpo.components.inner import inner_component, launcher_component
 from fdshpo.components.outer import carry_component, outer_component
 from fdshpo.components.prepare import prepare_component
 from fdshpo.components.report import report_component
@@ -52,6 +52,7 @@ class Components:
     carry: Callable
     retrain: Callable
     report: Callable
+    launcher: Callable
 
     @classmethod
     def with_image(cls, image: str, suffix: str = "") -> "Components":
@@ -66,7 +67,8 @@ class Components:
             return component
 
         return cls(make(prepare_component), make(inner_component), make(outer_component),
-                   make(carry_component), make(retrain_component), make(report_component))
+                   make(carry_component), make(retrain_component), make(report_component),
+                   make(launcher_component))
 
 
 def image_for(config: ExperimentConfig) -> str:
@@ -78,9 +80,17 @@ def image_for(config: ExperimentConfig) -> str:
 class TaskSettings:
     """Applies ``config.resources`` and caching to tasks (kfp and kfp-kubernetes)."""
 
-    def __init__(self, config: ExperimentConfig, caching: bool) -> None:
+    def __init__(self, config: ExperimentConfig, caching: bool, launcher: bool = False) -> None:
         self.resources = config.resources
         self.caching = caching
+        self.launcher = launcher
+
+    def launching(self, task):
+        """The launcher of a TrainJob: no GPU (it waits), retried (a retry re-attaches)."""
+        self.common(task)
+        if self.resources.retries:
+            task.set_retry(num_retries=self.resources.retries)
+        return task
 
     def common(self, task):
         task.set_caching_options(self.caching)
@@ -126,9 +136,10 @@ def _level(index: int, next_level, image: str, settings: TaskSettings):
         # group names are "<kind>-<counter>" per sub-pipeline: give each level its own range
         dsl.pipeline_context.Pipeline.get_default_pipeline()._group_id = 100 * (index + 1)
         with dsl.ParallelFor(replicas) as replica:
-            inner = settings.training(comps.inner(config_json=config_json, run_id=run_id,
-                                                  job_id=job_id, state=state, replica=replica,
-                                                  dataset=dataset))
+            make, apply = ((comps.launcher, settings.launching) if settings.launcher
+                           else (comps.inner, settings.training))
+            inner = apply(make(config_json=config_json, run_id=run_id, job_id=job_id,
+                               state=state, replica=replica, dataset=dataset))
         inner.set_display_name("inner-training")
         outer = settings.common(comps.outer(
             config_json=config_json, run_id=run_id, job_id=job_id, state=state,
@@ -148,8 +159,14 @@ def _level(index: int, next_level, image: str, settings: TaskSettings):
     return level
 
 
-def build_pipeline(config: ExperimentConfig, retune: bool = False):
+def build_pipeline(config: ExperimentConfig, retune: bool = False,
+                   launcher: bool | None = None):
     """The FDS pipeline (or, with ``retune``, the retune pipeline) for ``config``.
+
+    ``launcher`` (default: when ``resources.nodes * procs_per_node`` > 1): each replica's inner
+    task is a launcher that runs the inner run as a Kubeflow Trainer TrainJob
+    (:mod:`fdshpo.components.trainjob`) instead of training in its own pod; the local runner
+    passes False (its inner tasks start local torchrun ranks).
 
     Pipeline parameters: ``config_json`` (default: this config), ``run_id`` ("": a new run id)
     and ``replicas`` (default ["0" .. "R-1"], the replica indices as strings).
@@ -161,7 +178,9 @@ def build_pipeline(config: ExperimentConfig, retune: bool = False):
             config, outer=dataclasses.replace(config.outer, warm_start=True))
     image = image_for(config)
     comps = Components.with_image(image)
-    settings = TaskSettings(config, caching=not retune)
+    if launcher is None:
+        launcher = config.resources.world_size > 1
+    settings = TaskSettings(config, caching=not retune, launcher=launcher)
     first = None
     for index in reversed(range(config.outer.max_steps)):
         first = _level(index, first, image, settings)

@@ -234,7 +234,7 @@ def run_kfp_local(config: ExperimentConfig, run_id: str, retune: bool = False,
 
     from .fds import build_pipeline
 
-    pipeline = build_pipeline(config, retune=retune)
+    pipeline = build_pipeline(config, retune=retune, launcher=False)
     threads = local_threads(config)
     root = pipeline_root or tempfile.mkdtemp(prefix="fdshpo-kfp-")
     Path(root).mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,9 @@ Every key, with its default (the dataclass fields below are the only place defau
       credentials_secret: null        # Secret with the store keys, e.g. fdshpo-s3-credentials
       retries: 2                      # retries of the training components (they resume)
       image: null                     # component image; default fdshpo.image.component_image()
+      nodes: 1                        # > 1: each inner run is data-parallel over this many nodes
+      procs_per_node: 1               # ranks per node (one per GPU); nodes * procs_per_node > 1
+                                      # runs the inner steps with torchrun (fdshpo.components.ranks)
 
 ``configs/demo.yaml`` is a complete example. :func:`load_config` raises
 :class:`~fdshpo.errors.UserError` naming the key, what it got and what is allowed. The core never
@@ -152,6 +155,13 @@ class ResourcesConfig:
     credentials_secret: str | None = None
     retries: int = 2
     image: str | None = None
+    nodes: int = 1
+    procs_per_node: int = 1
+
+    @property
+    def world_size(self) -> int:
+        """Ranks of one data-parallel inner run: nodes * procs_per_node (1: one process)."""
+        return self.nodes * self.procs_per_node
 
 
 @dataclass(frozen=True)
@@ -362,7 +372,13 @@ def _validate(data: Any) -> ExperimentConfig:
         tolerations=kube.tolerations(res.get("tolerations")),
         credentials_secret=res.string("credentials_secret"),
         retries=res.integer("retries", minimum=0, maximum=10),
-        image=res.string("image"))
+        image=res.string("image"),
+        nodes=res.integer("nodes", minimum=1, maximum=256),
+        procs_per_node=res.integer("procs_per_node", minimum=1, maximum=64))
+    if resources_cfg.gpus and resources_cfg.procs_per_node > resources_cfg.gpus:
+        raise UserError(f"resources.procs_per_node is {resources_cfg.procs_per_node} but "
+                        f"resources.gpus is {resources_cfg.gpus}: each rank on a node needs a "
+                        "GPU of its own; set procs_per_node to at most gpus (GPUs per node)")
 
     config = ExperimentConfig(experiment, network, data_cfg, sched_cfg, outer_cfg, retrain_cfg,
                               store_cfg, resources_cfg, seed, checkpoint_every, network_init,

@@ -46,11 +46,15 @@ class ShuffledBatches:
     ``augment(images, generator)`` (e.g. :func:`~fdshpo.data.augment.random_crop_flip`) is
     applied to each batch's inputs with a generator seeded from (seed, step) alone, so augmented
     batches are reproducible too, resumed runs included.
+
+    ``shard=(rank, world_size)`` yields only that rank's contiguous shard of every batch (the
+    near-equal split of :func:`shard_bounds`), for a data-parallel inner run: the shards of all
+    ranks, joined in rank order, are the batches of the unsharded stream.
     """
 
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                 num_steps: int, seed: int, start: int = 0, augment: Augment | None = None
-                 ) -> None:
+                 num_steps: int, seed: int, start: int = 0, augment: Augment | None = None,
+                 shard: tuple[int, int] | None = None) -> None:
         if len(inputs) != len(targets):
             raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
         if not 1 <= batch_size <= len(inputs):
@@ -60,6 +64,10 @@ class ShuffledBatches:
         self.inputs, self.targets = inputs, targets
         self.batch_size, self.num_steps, self.seed, self.start = batch_size, num_steps, seed, start
         self.augment = augment
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, "
+                             f"got {shard!r}")
+        self.shard = shard
         self.batches_per_epoch = len(inputs) // batch_size
         self._permutations: dict[int, torch.Tensor] = {}  # shared with windows
 
@@ -94,15 +102,35 @@ class ShuffledBatches:
     def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(step, self.batches_per_epoch)
         index = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        mine = slice(None) if self.shard is None else slice(*shard_bounds(len(index),
+                                                                            *self.shard))
+        if self.augment is None:
+            index = index[mine]
         inputs = self.inputs.index_select(0, index)
-        if self.augment is not None:
+        if self.augment is not None:  # augmented as the whole batch, then this rank's shard
             seed = (self.seed * 1_000_003 + step) ^ AUGMENT_SALT
-            inputs = self.augment(inputs, torch.Generator().manual_seed(seed % 2**63))
+            inputs = self.augment(inputs, torch.Generator().manual_seed(seed % 2**63))[mine]
+            index = index[mine]
         return inputs, self.targets.index_select(0, index)
 
 
-def eval_batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int
-                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The whole set in order, in batches of at most ``batch_size`` (views, no copies)."""
-    return [(inputs[i:i + batch_size], targets[i:i + batch_size])
-            for i in range(0, len(inputs), batch_size)]
+def shard_bounds(examples: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank ``rank``'s contiguous shard of a batch of ``examples``: near-equal
+    sizes, the first ``examples % world_size`` ranks one example more."""
+    base, extra = divmod(examples, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def eval_batches(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
+                 shard: tuple[int, int] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The whole set in order, in batches of at most ``batch_size`` (views, no copies);
+    ``shard=(rank, world_size)``: that rank's shard of each (:func:`shard_bounds`)."""
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        x, y = inputs[i:i + batch_size], targets[i:i + batch_size]
+        if shard is not None:
+            start, stop = shard_bounds(len(y), *shard)
+            x, y = x[start:stop], y[start:stop]
+        out.append((x, y))
+    return out

@@ -5,6 +5,7 @@
     objective   the training and validation losses as functions of it
     inner       one SGD-momentum step, and plain training (torch.optim.SGD's trajectory)
     replay      reading the training batches again
+    shards      data-parallel runs: each rank a shard of every batch, reductions and decisions
     forward     forward mode: tangents Z = d theta / d lambda carried along training
     reverse     checkpointed reverse mode: adjoints swept backwards
     prices      what each engine's work costs, measured
@@ -22,4 +23,5 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "EnginePrices": "base", "HypergradientResult": "base", "InnerRunDiverged": "base",
     "TangentColumns": "base", "ForwardEngine": "forward", "ForwardState": "forward",
     "ReverseEngine": "reverse", "ReverseState": "reverse", "validation_loss": "objective",
+    "RankFailed": "shards",
 })

@@ -31,6 +31,7 @@ outer step's record. Measured costs of both engines: ``bench/results/engine.md``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -51,11 +52,12 @@ from .objective import Batch
 from .prices import default_memory_limit, format_bytes, measure_prices, state_bytes
 from .replay import is_indexable, is_one_shot, stream_from
 from .reverse import ReverseEngine
+from .shards import ShardGroup
 
 ENGINES = ("auto", "forward", "reverse")
 #: Keyword options each engine takes (``engine_options`` are routed by these).
-ENGINE_OPTIONS = {"forward": ("grad_clamp", "hvp_clamp", "hvp", "check_every"),
-                  "reverse": ("grad_clamp", "hvp", "check_every", "recompute_every")}
+ENGINE_OPTIONS = {"forward": ("grad_clamp", "hvp_clamp", "hvp", "check_every", "group"),
+                  "reverse": ("grad_clamp", "hvp", "check_every", "recompute_every", "group")}
 #: Options that steer the choice without changing what an engine computes.
 CHOICE_OPTIONS = ("prices", "memory_limit")
 
@@ -156,7 +158,8 @@ def prepare_engine(
     """(engine, choice) for a run by the rules of the module docstring; ``prices``: None
     (calibrated for the device type), "measure", or :class:`EnginePrices` (or its dict).
     ``options``: the engines' options (``grad_clamp``, ``hvp_clamp``, ``hvp``, ``check_every``,
-    ``recompute_every``)."""
+    ``recompute_every``, ``group``). With a ``group`` rank 0 chooses (its memory, its prices,
+    measured on its shard) and every rank runs its choice (:mod:`fdshpo.engines.shards`)."""
     unknown = sorted(set(options) - {o for opts in ENGINE_OPTIONS.values() for o in opts})
     if unknown:
         raise TypeError(f"unknown engine option(s) {unknown}; known: "
@@ -185,10 +188,25 @@ def prepare_engine(
         prices, source = EnginePrices.from_dict(prices), "the given prices"
     else:
         source = "the given prices"
-    choice = choose_engine(engine, schedule, learn, footprint.num_params, footprint.itemsize,
-                           train_batches, hvp_clamp=options.get("hvp_clamp"), prices=prices,
-                           memory_limit=memory_limit,
-                           recompute_every=options.get("recompute_every"), price_source=source)
+
+    def chosen() -> EngineChoice:
+        return choose_engine(engine, schedule, learn, footprint.num_params, footprint.itemsize,
+                             train_batches, hvp_clamp=options.get("hvp_clamp"), prices=prices,
+                             memory_limit=memory_limit,
+                             recompute_every=options.get("recompute_every"),
+                             price_source=source)
+
+    if options.get("group") is None:
+        choice = chosen()
+    else:
+        shards = ShardGroup(options["group"])
+        mine = None
+        if shards.rank == 0:
+            try:
+                mine = chosen()
+            except Exception as error:  # every rank raises it
+                mine = error
+        choice = shards.decide(mine, "engine choice")
     return make_engine(choice.engine, model, loss_fn, schedule, learn, **options), choice
 
 
@@ -208,6 +226,7 @@ def hypergradient(
     recompute_every: int | None = None,
     prices: EnginePrices | Mapping | str | None = None,
     memory_limit: int | None = None,
+    group: Any = None,
 ) -> HypergradientResult:
     """Exact hypergradients of the validation loss w.r.t. the learned segment values.
 
@@ -230,6 +249,11 @@ def hypergradient(
         recompute_every: reverse mode's interval between stored states (default ceil(sqrt(T))).
         prices, memory_limit: what ``auto`` decides by: prices None (calibrated for the
             device type), "measure" or :class:`EnginePrices` (:func:`prepare_engine`).
+        group: a ``torch.distributed`` process group (``torch.distributed.group.WORLD`` for
+            every rank): each rank passes its own shard of every training and validation batch
+            and every rank returns the result of one process given the whole batches
+            (:mod:`fdshpo.engines.shards`; BatchNorm normalises per shard). None: this process
+            holds the whole batches.
 
     Raises:
         ValueError: ``train_batches`` does not yield exactly ``num_steps`` batches, an empty
@@ -237,9 +261,11 @@ def hypergradient(
             ``train_batches`` with ``engine="reverse"``.
         InnerRunDiverged: the training loss, validation loss or hypergradient is non-finite
             (the message names the step and the hyperparameters in force).
+        RankFailed: with a group, a collective failed (another rank died or missed the
+            process group's timeout).
     """
     runner, choice = prepare_engine(
         model, loss_fn, train_batches, schedule, learn, engine=engine, prices=prices,
         memory_limit=memory_limit, grad_clamp=grad_clamp, hvp_clamp=hvp_clamp, hvp=hvp,
-        recompute_every=recompute_every)
+        recompute_every=recompute_every, group=group)
     return runner.run(runner.init(), train_batches, val_batches, on_step, choice)

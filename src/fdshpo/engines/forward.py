@@ -48,7 +48,6 @@ from .base import (
     HypergradientResult,
     assemble_result,
     check_clamp,
-    check_losses,
     clamp_mask,
     ran_out,
     resolve_hvp,
@@ -112,7 +111,7 @@ class ForwardEngine(ExactEngine):
     """Tangent propagation for one model, loss and schedule; pure methods over ForwardState.
 
     Args:
-        model, loss_fn, schedule, learn, grad_clamp, check_every: as for
+        model, loss_fn, schedule, learn, grad_clamp, check_every, group: as for
             :class:`~fdshpo.engines.core.ExactEngine`.
         hvp_clamp: clamp every element of H Z to [-c, c], as the paper's reference code does
             (not exact; default off).
@@ -131,8 +130,9 @@ class ForwardEngine(ExactEngine):
         hvp_clamp: float | None = None,
         check_every: int = 100,
         hvp: str = "auto",
+        group=None,
     ) -> None:
-        super().__init__(model, loss_fn, schedule, learn, grad_clamp, check_every)
+        super().__init__(model, loss_fn, schedule, learn, grad_clamp, check_every, group)
         check_clamp("hvp_clamp", hvp_clamp)
         self.hvp_clamp = hvp_clamp
         self.hvp = resolve_hvp(hvp, self.device)
@@ -159,7 +159,7 @@ class ForwardEngine(ExactEngine):
         eta, mu, omega = hp["lr"], hp["momentum"], hp["weight_decay"]
         k = self.columns.live(t)
         Z_live, C_live = Z[:k], C[:k]
-        grad, loss, hvps = self.objective.grad_and_hvps(theta, Z_live, inputs, targets, self.hvp)
+        grad, loss, hvps = self.grad_and_hvps(theta, Z_live, inputs, targets, t, self.hvp)
         if self.grad_clamp is not None:
             hvps = hvps * clamp_mask(grad, self.grad_clamp)
             grad = grad.clamp(-self.grad_clamp, self.grad_clamp)
@@ -180,7 +180,7 @@ class ForwardEngine(ExactEngine):
         losses[t] = loss.detach()
         t += 1
         if t % self.check_every == 0 or t == self.schedule.num_steps:
-            check_losses(losses, max(0, t - self.check_every), t, self.schedule)
+            self.check_losses(losses, max(0, t - self.check_every), t)
         return ForwardState(t, new_theta, new_velocity, Z, C, losses)
 
     def advance(
@@ -214,8 +214,9 @@ class ForwardEngine(ExactEngine):
             raise ValueError(
                 f"the inner run is at step {state.step} of {self.schedule.num_steps}; "
                 "advance it to the horizon before computing the hypergradient")
-        val_loss, val_grad = self.objective.validation(state.theta, val_batches)
-        return assemble_result(val_loss, state.Z @ val_grad, self.columns, self.schedule,
+        val_loss, val_grad = self.validation(state.theta, val_batches)
+        val_loss, hyper = self.agreed(val_loss, state.Z @ val_grad)
+        return assemble_result(val_loss, hyper, self.columns, self.schedule,
                                state.train_losses, state.theta, self.layout, choice)
 
     def run(self, state: ForwardState, train_batches: Iterable[Batch],

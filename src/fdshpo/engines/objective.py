@@ -134,13 +134,27 @@ class FlatObjective:
         ``with_grad=False`` returns (L, None) without differentiating.
         Raises ValueError when ``val_batches`` is empty.
         """
+        total_loss, total_grad, examples = self.validation_sums(theta, val_batches, with_grad)
+        if examples == 0:
+            raise ValueError("val_batches is empty; give at least one validation batch")
+        if with_grad:
+            total_grad.div_(examples)
+        return total_loss / examples, total_grad
+
+    def validation_sums(self, theta: torch.Tensor, val_batches: Iterable[Batch],
+                        with_grad: bool = True
+                        ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """(sum_b n_b L_b, sum_b n_b grad L_b (None without ``with_grad``), sum_b n_b) over
+        the batches; an empty batch adds nothing."""
         theta = aligned(theta)
         total_loss = torch.zeros((), device=self.device, dtype=self.dtype)
         total_grad = torch.zeros_like(theta) if with_grad else None
         examples = 0
         for inputs, targets in val_batches:
-            inputs, targets = self.to_device(inputs, targets)
             n = len(targets)
+            if n == 0:
+                continue
+            inputs, targets = self.to_device(inputs, targets)
             if with_grad:
                 grad, loss = self.grad_and_loss(theta, inputs, targets)
                 total_grad.add_(grad, alpha=n)
@@ -149,11 +163,7 @@ class FlatObjective:
                     loss = self.loss(theta, inputs, targets)
             total_loss += loss.detach() * n
             examples += n
-        if examples == 0:
-            raise ValueError("val_batches is empty; give at least one validation batch")
-        if with_grad:
-            total_grad.div_(examples)
-        return total_loss / examples, total_grad
+        return total_loss, total_grad, examples
 
 
 def validation_loss(model: nn.Module, val_batches: Iterable[Batch],

@@ -50,13 +50,14 @@ class ReplayError(ValueError):
 
 
 def fingerprint(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(3,) float64 summary of a batch: sum of inputs, of the first example, of the targets
-    weighted by position (no device sync)."""
+    """(3,) float64 summary of a batch: sum of inputs, of the first example (0 for an empty
+    batch: a rank's empty shard), of the targets weighted by position (no device sync)."""
     weights = torch.arange(1, len(targets) + 1, device=targets.device, dtype=torch.float64)
-    return torch.stack([inputs.sum(dtype=torch.float64),
-                        inputs[0].sum(dtype=torch.float64),
-                        (targets.to(torch.float64).reshape(len(targets), -1).sum(1) * weights)
-                        .sum()])
+    first = inputs[0] if len(inputs) else inputs
+    labels = targets.to(torch.float64)
+    per_example = labels.reshape(len(labels), -1).sum(1) if len(labels) else labels.reshape(0)
+    return torch.stack([inputs.sum(dtype=torch.float64), first.sum(dtype=torch.float64),
+                        (per_example * weights).sum()])
 
 
 class BatchReplay:

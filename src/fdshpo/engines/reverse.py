@@ -54,7 +54,6 @@ from ..schedule import HYPERPARAMETERS, Schedule
 from .base import (
     HypergradientResult,
     assemble_result,
-    check_losses,
     checked_interval,
     clamp_mask,
     default_interval,
@@ -137,7 +136,7 @@ class ReverseEngine(ExactEngine):
     """Checkpointed reverse mode for one model, loss and schedule (module docstring).
 
     Args:
-        model, loss_fn, schedule, learn, grad_clamp, check_every: as for
+        model, loss_fn, schedule, learn, grad_clamp, check_every, group: as for
             :class:`~fdshpo.engines.core.ExactEngine`.
         hvp: as for :class:`~fdshpo.engines.forward.ForwardEngine` (it forms the one HVP per step;
             with ``grad_clamp`` it is always reverse-over-reverse, which gives the gradient,
@@ -156,10 +155,11 @@ class ReverseEngine(ExactEngine):
         check_every: int = 100,
         hvp: str = "auto",
         recompute_every: int | None = None,
+        group=None,
     ) -> None:
         T = schedule.num_steps
         self.interval = checked_interval(recompute_every, T)
-        super().__init__(model, loss_fn, schedule, learn, grad_clamp, check_every)
+        super().__init__(model, loss_fn, schedule, learn, grad_clamp, check_every, group)
         self.hvp = "reverse" if grad_clamp is not None else resolve_hvp(hvp, self.device)
         self._keep = set(stored_steps(T, self.interval))
 
@@ -182,7 +182,7 @@ class ReverseEngine(ExactEngine):
     def inner_step(self, theta: torch.Tensor, velocity: torch.Tensor, inputs: torch.Tensor,
                    targets: torch.Tensor, t: int):
         """(theta_{t+1}, v_{t+1}, f_t): the forward sweep's step, also used to recompute."""
-        grad, loss = self.objective.grad_and_loss(theta, inputs, targets)
+        grad, loss, _ = self.grad_and_hvps(theta, None, inputs, targets, t)
         if self.grad_clamp is not None:
             grad = grad.clamp(-self.grad_clamp, self.grad_clamp)
         hp = self.schedule.at(t)
@@ -207,7 +207,8 @@ class ReverseEngine(ExactEngine):
             hyper[self._active("weight_decay", t)] += (scale("weight_decay", t)
                                                        * torch.dot(u, theta_t))
         mask = None if self.grad_clamp is None else self._clamp_mask
-        _, _, hvp = self.objective.grad_and_hvps(theta_t, u, inputs, targets, self.hvp, mask)
+        _, _, hvp = self.grad_and_hvps(theta_t, u, inputs, targets, t, self.hvp, mask,
+                                       products_only=True)
         theta_bar.add_(u, alpha=omega).add_(hvp)
         return theta_bar, u.mul_(mu)
 
@@ -250,13 +251,12 @@ class ReverseEngine(ExactEngine):
             if step in self._keep:
                 state.stored[step] = (theta, velocity)
             if step % self.check_every == 0 or step == T:
-                check_losses(state.train_losses, max(0, step - self.check_every), step,
-                             self.schedule)
+                self.check_losses(state.train_losses, max(0, step - self.check_every), step)
             state = state._replace(step=step, theta=theta, velocity=velocity)
             if step == T:
                 for _ in iterator:
                     raise too_many(T)
-                val_loss, val_grad = self.objective.validation(theta, val_batches)
+                val_loss, val_grad = self.validation(theta, val_batches)
                 state = state._replace(val_loss=val_loss, theta_bar=val_grad,
                                        velocity_bar=torch.zeros_like(val_grad))
             if on_step is not None:
@@ -313,7 +313,8 @@ class ReverseEngine(ExactEngine):
         if state.step != 2 * T:
             raise ValueError(f"the reverse-mode run is at progress {state.step} of {2 * T}; "
                              "advance it to the end before computing the hypergradient")
-        return assemble_result(state.val_loss, state.hyper, self.columns, self.schedule,
+        val_loss, hyper = self.agreed(state.val_loss, state.hyper)
+        return assemble_result(val_loss, hyper, self.columns, self.schedule,
                                state.train_losses, state.theta, self.layout, choice)
 
     def run(self, state: ReverseState, train_batches: Iterable[Batch],

@@ -17,7 +17,9 @@ retraining has streams of its own (:func:`fdshpo.tune.retrain.retrain_and_test`)
 With ``val_index`` set (e.g. from a prepared bundle, :func:`fdshpo.data.load_prepared`) every
 outer step uses that fixed held-out split instead. ``augment=True`` applies the seeded random
 crop (4 pixels) and horizontal flip of :func:`fdshpo.data.random_crop_flip` to training batches
-(the CIFAR-10 recipe).
+(the CIFAR-10 recipe). ``shard=(rank, world_size)`` gives that rank's shard of every training
+and validation batch (a rank of a data-parallel inner run, :mod:`fdshpo.engines.shards`): the
+same batches, split.
 
 The split tensors of the last outer step asked for are kept on the device, so the many trials of a
 search (all on outer step 0) copy the training split once rather than once per trial (measured:
@@ -53,6 +55,7 @@ class ClassificationProblem:
     augment: bool = False
     init: str = "default"
     resample: bool = True
+    shard: tuple[int, int] | None = None
     val_index: torch.Tensor | None = field(default=None, compare=False, repr=False)
     _split_cache: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -77,7 +80,8 @@ class ClassificationProblem:
                 ) -> ShuffledBatches:
         """The training stream over (inputs, targets), augmented when ``augment`` is set."""
         return ShuffledBatches(inputs, targets, self.batch_size, num_steps, seed,
-                               augment=random_crop_flip if self.augment else None)
+                               augment=random_crop_flip if self.augment else None,
+                               shard=self.shard)
 
     def split_seed(self, outer_step: int) -> int:
         return derive_seed(self.seed, "split", self._stream_step(outer_step))
@@ -115,5 +119,5 @@ class ClassificationProblem:
     def __call__(self, outer_step: int, replica: int, num_steps: int) -> InnerTask:
         train_x, train_y, val_x, val_y = self.split_tensors(outer_step)
         train = self.batches(train_x, train_y, num_steps, self.order_seed(outer_step, replica))
-        return InnerTask(self.model(replica), train, eval_batches(val_x, val_y,
-                                                                  self.val_batch_size))
+        return InnerTask(self.model(replica), train,
+                         eval_batches(val_x, val_y, self.val_batch_size, self.shard))
