@@ -389,9 +389,12 @@ def test_fds_is_charged_for_the_engine_it_runs(problem, space):
     assert result.details["engine"]["engine"] == "reverse"
     assert "cheaper than forward by the comparison's measured cost model" in \
         result.details["engine"]["reason"]
+    # every state of this small network fits: nothing recomputed, and charged so
+    assert result.details["engine"]["recompute_every"] == 1
     run = fds_run_ledger(initial_schedule(space), ("lr", "momentum", "weight_decay"),
-                         validation_examples(problem), engine="reverse")
+                         validation_examples(problem), engine="reverse", recompute_every=1)
     assert result.ledger.reverse_steps == run.reverse_steps and result.ledger.fds_steps == 0
+    assert result.ledger.recomputed_steps == 0
     assert result.cost == pytest.approx(run.cost(CHEAP_REVERSE))
     assert minimum_budget("fds", problem, space, CHEAP_REVERSE)[0] == pytest.approx(result.cost)
     # without reverse-mode prices only the forward engine can be charged, so it runs
