@@ -324,6 +324,44 @@ def test_a_cost_model_reads_and_writes_the_flat_keys_every_comparison_wrote():
         Ledger(reverse_steps=3).cost(old)
 
 
+def test_a_cost_model_that_prices_an_engine_step_below_a_plain_step_is_refused():
+    """The issue's comparison priced a reverse-mode step at 0.30 plain steps: such a model
+    cannot be built, and a stored one is refused with what to do."""
+    with pytest.raises(ValueError) as info:
+        CostModel(1e-3, EnginePrices(2.0, 0.75, reverse_step=0.30, recompute=0.2), 0.01, 0.03)
+    assert str(info.value) == (
+        "the cost model prices an FDS step below a plain step (a reverse-mode step at 0.30 "
+        "plain steps), which cannot be: it was measured on a loaded machine; measure it again "
+        "(fdshpo compare without --cost-model) or charge the calibrated prices")
+    with pytest.raises(ValueError, match=r"a forward-mode step with one tangent at 0.60 plain"):
+        CostModel.from_dict({"seconds_per_step": 0.002, "fds_base": 0.4, "per_tangent": 0.2,
+                             "per_eval_example": 0.01, "per_grad_example": 0.03})
+
+
+def test_calibrate_measures_again_then_falls_back_to_the_calibrated_prices(problem, space):
+    from fdshpo.engines.prices import CALIBRATED_PRICES
+
+    sane = EnginePrices(2.0, 0.75, reverse_step=2.5, recompute=1.0)
+    insane = EnginePrices(2.0, 0.75, reverse_step=0.30, recompute=0.2)
+    measured = iter([insane, sane])
+    calls = []
+
+    def measure(*args):
+        calls.append(args)
+        return 1e-3, next(measured), 0.01, 0.03
+
+    schedule = space.constant(0.1, 0.5, 0.0)
+    model = calibrate(problem, schedule, measure=measure)
+    assert (len(calls), model.engines, model.note) == (2, sane, "")
+    model = calibrate(problem, schedule, attempts=3,
+                      measure=lambda *args: (1e-3, insane, 0.01, 0.03))
+    assert model.engines == CALIBRATED_PRICES["cpu"]
+    assert model.note == ("measured 3 times, each pricing an FDS step below a plain step "
+                          "(last: a reverse-mode step at 0.30 plain steps; a loaded machine): "
+                          "charged the calibrated CPU engine prices instead")
+    assert CostModel.from_dict(model.to_dict()) == model
+
+
 CHEAP_REVERSE = CostModel(1e-3, EnginePrices(2.0, 0.75, reverse_step=2.5, recompute=1.0),
                           1 / 96, 1 / 32)
 
@@ -351,9 +389,12 @@ def test_fds_is_charged_for_the_engine_it_runs(problem, space):
     assert result.details["engine"]["engine"] == "reverse"
     assert "cheaper than forward by the comparison's measured cost model" in \
         result.details["engine"]["reason"]
+    # every state of this small network fits: nothing recomputed, and charged so
+    assert result.details["engine"]["recompute_every"] == 1
     run = fds_run_ledger(initial_schedule(space), ("lr", "momentum", "weight_decay"),
-                         validation_examples(problem), engine="reverse")
+                         validation_examples(problem), engine="reverse", recompute_every=1)
     assert result.ledger.reverse_steps == run.reverse_steps and result.ledger.fds_steps == 0
+    assert result.ledger.recomputed_steps == 0
     assert result.cost == pytest.approx(run.cost(CHEAP_REVERSE))
     assert minimum_budget("fds", problem, space, CHEAP_REVERSE)[0] == pytest.approx(result.cost)
     # without reverse-mode prices only the forward engine can be charged, so it runs

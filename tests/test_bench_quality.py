@@ -16,7 +16,6 @@ network: mlp
 schedule:
   horizon: 10
   segments: {lr: 2, momentum: 1, weight_decay: 1}
-  bounds: {lr: [0.0, 1.0], momentum: [0.0, 0.99], weight_decay: [0.0, 0.01]}
 retrain: {horizon: 80}
 compare: {methods: [linear, fds], seeds: [0], budget_runs: [2]}
 """

@@ -172,14 +172,16 @@ def test_run_inline_prints_schedule_accuracy_and_report(tmp_path, capsys):
 def _run_constant_schedule(tmp_path, run_id: str, initial: dict, lr_bounds: list,
                            **outer) -> tuple[int, object]:
     """``fdshpo run --runner inline`` of the demo config with one segment per value, a 20-step
-    horizon and retraining, and one outer step from ``initial``; (exit status, run record)."""
+    horizon and retraining, and one additive outer step (constant segments, weight decay
+    bounded by 0) from ``initial``; (exit status, run record)."""
     from fdshpo.store import open_store
     from fdshpo.tracking.recorder import load_run
 
     data = yaml.safe_load(Path(DEMO).read_text())
     data["schedule"].update(horizon=20, segments={"lr": 1, "momentum": 1, "weight_decay": 1},
-                            initial=initial, bounds={"lr": lr_bounds})
-    data["outer"].update(max_steps=1, select="last", **outer)
+                            initial=initial, shapes={},
+                            bounds={"lr": lr_bounds, "weight_decay": [0.0, 0.01]})
+    data["outer"].update(max_steps=1, select="last", multiplicative=[], **outer)
     data["retrain"] = {"horizon": 20}
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(data))

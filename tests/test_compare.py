@@ -135,6 +135,30 @@ def test_summary_per_budget_by_hand(space):
     assert (at2["budget"], at4["cost_mean"]) == (20.0, 36.0)
 
 
+def test_wall_over_modelled_is_reported_per_method_and_a_disagreement_warned(space):
+    """The issue's comparison charged FDS 407 units for 64 s and linear 1,800 for 12 s
+    (wall/modelled 1.19 against 0.05) and warned of nothing."""
+    from fdshpo.compare.outputs import to_markdown
+
+    def run(method, cost, seconds):
+        return MethodRun(method, 0, (row(method, 0, 2, 0.8),),
+                         ({"cost": cost, "seconds": seconds},))
+
+    agree = Comparison((run("fds", 1000, 1.2), run("linear", 1000, 0.9)), space, COSTS, (2,))
+    assert agree.wall_ratios() == pytest.approx({"fds": 1.2, "linear": 0.9})
+    assert agree.price_warning() is None
+    assert "Wall/modelled (search wall time over its charged cost): fds 1.20, linear 0.90" in (
+        to_markdown(agree))
+    apart = Comparison((run("fds", 1000, 1.19), run("linear", 1000, 0.05)), space, COSTS, (2,))
+    warning = apart.price_warning()
+    assert warning == (
+        "WARNING: the cost model disagrees with the clock: wall/modelled is 1.19 for fds but "
+        "0.05 for linear (more than 2x apart), so equal modelled budgets were not equal "
+        "compute; rerun on an idle machine or with --cost-model from a run where they agree")
+    assert to_markdown(apart).startswith(f"**{warning}**")
+    assert apart.to_dict()["price_warning"] == warning
+
+
 def test_a_diverging_retrain_scores_chance_and_is_counted(problem):
     wild = SearchSpace(12, {"lr": 1}, {"lr": (50.0, 100.0), "momentum": (0.0, 0.9),
                                         "weight_decay": (0.0, 0.01)}, final_steps=FINAL)

@@ -19,14 +19,14 @@ network_init: xavier
 schedule:
   horizon: 10
   segments: {lr: 2, momentum: 1, weight_decay: 1}
-  initial: {lr: 0.05, momentum: 0.5, weight_decay: 0.0}
+  initial: {lr: 0.05, momentum: 0.5, weight_decay: 1.0e-5}
   bounds: BOUNDS
 outer: {max_steps: 20}
 retrain: {horizon: 40}
 compare: COMPARE
 store: {uri: STORE}
 """
-GOOD_BOUNDS = "{lr: [0.0, 1.0], momentum: [0.0, 0.99], weight_decay: [0.0, 0.01]}"
+GOOD_BOUNDS = "{lr: [1.0e-4, 1.0], momentum: [0.0, 0.99], weight_decay: [1.0e-6, 0.01]}"
 GOOD_COMPARE = "{methods: [fds, random, linear], seeds: [0], budget_runs: [2, 4]}"
 
 
@@ -65,8 +65,8 @@ def test_compare_command_writes_tables_plots_and_store_and_resumes(tmp_path, cap
 
 
 def test_compare_command_needs_finite_bounds(tmp_path, capsys):
-    config = write_config(tmp_path, "{lr: [0.0, null], momentum: [0.0, 0.99], "
-                                    "weight_decay: [0.0, 0.01]}")
+    config = write_config(tmp_path, "{lr: [1.0e-4, null], momentum: [0.0, 0.99], "
+                                    "weight_decay: [1.0e-6, 0.01]}")
     assert main(["compare", str(config), "--no-store"]) == 2
     err = capsys.readouterr().err
     assert "schedule.bounds" in err and "compare needs finite bounds" in err

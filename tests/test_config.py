@@ -2,12 +2,15 @@
 messages that name the key and what is allowed."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fdshpo.config.experiment import (
+    DEFAULT_CONFIG_BOUNDS,
     DataConfig,
     ExperimentConfig,
     OuterConfig,
@@ -18,7 +21,7 @@ from fdshpo.config.experiment import (
     load_config,
 )
 from fdshpo.errors import UserError
-from fdshpo.schedule import DEFAULT_BOUNDS, Schedule
+from fdshpo.schedule import Schedule
 from fdshpo.tune.sign import SignOptimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +90,7 @@ def test_the_problem_follows_every_setting_the_benchmarks_use(tmp_path):
 
 def test_every_default_comes_from_the_dataclasses(tmp_path):
     """The loader writes no default of its own: a minimal config equals the dataclasses'
-    defaults, and the configured optimiser equals the library's default one."""
+    defaults, and the configured optimiser's decay and tolerance are the library's."""
     config = load_config(write(tmp_path, minimal()))
     assert config == ExperimentConfig("x", "mlp", DataConfig("fashion-mnist-sample"),
                                       ScheduleConfig(horizon=20))
@@ -95,9 +98,86 @@ def test_every_default_comes_from_the_dataclasses(tmp_path):
         OuterConfig(), RetrainConfig(), StoreConfig(), ResourcesConfig())
     library = SignOptimizer()
     ours = config.optimizer()
-    assert (ours.step_sizes, ours.decay, ours.tol) == (library.step_sizes, library.decay,
-                                                       library.tol)
-    assert config.initial_schedule().bounds == DEFAULT_BOUNDS
+    assert (ours.decay, ours.tol) == (library.decay, library.tol)
+    assert config.initial_schedule().bounds == {
+        n: tuple(b) for n, b in DEFAULT_CONFIG_BOUNDS.items()}
+
+
+def test_a_config_without_outer_gets_the_settings_measured_best(tmp_path):
+    """No ``outer:`` block (and no start, bounds or shapes): the settings
+    configs/bench-cpu-fmnist-mlp.yaml was measured with (bench/results/ablation-*.md)."""
+    data = minimal()
+    assert "outer" not in data
+    config = load_config(write(tmp_path, data))
+    o, s = config.outer, config.schedule
+    assert o.step_sizes == {"lr": 0.3, "momentum": 0.3, "weight_decay": 0.3}
+    assert o.multiplicative == ["lr", "momentum", "weight_decay"]
+    assert (o.backtrack, o.select, o.decay, o.tol) == (True, "best", 0.5, 0.05)
+    assert s.initial == {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-5}
+    assert s.bounds == {"lr": [1e-4, 1.0], "momentum": [0.0, 0.99],
+                        "weight_decay": [1e-6, 0.01]}
+    assert s.shapes == {"lr": "linear"}
+    bench = load_config(ROOT / "configs" / "bench-cpu-fmnist-mlp.yaml")
+    assert replace(bench.outer, max_steps=o.max_steps) == o
+    assert (bench.schedule.initial, bench.schedule.bounds, bench.schedule.shapes) == (
+        s.initial, s.bounds, s.shapes)
+    optimizer = config.optimizer()
+    assert (optimizer.multiplicative, optimizer.backtrack) == (
+        ("lr", "momentum", "weight_decay"), True)
+
+
+def test_multiplicative_steps_from_the_default_start_move_every_value(tmp_path):
+    config = load_config(write(tmp_path, minimal()))
+    optimizer, schedule = config.optimizer(), config.initial_schedule()
+    state = optimizer.init(schedule)
+    for sign in (1.0, -1.0):
+        grads = {n: torch.full_like(v, sign) for n, v in schedule.values.items()}
+        moved, _ = optimizer.update(schedule, grads, state, val_loss=1.0)
+        for name, values in schedule.values.items():
+            assert (moved.values[name] != values).all(), (name, sign)
+
+
+def test_the_learned_names_alone_step_multiplicatively_by_default(tmp_path):
+    data = minimal()
+    data["outer"] = {"step_sizes": {"lr": 0.2}}
+    assert load_config(write(tmp_path, data)).outer.multiplicative == ["lr"]
+
+
+ZERO_START = (
+    "schedule.initial.weight_decay is 0, but weight_decay takes multiplicative steps "
+    "(outer.multiplicative; by default every learned name), which scale a value and cannot "
+    "move it from 0: start it above 0 (the default start is weight_decay: 1e-05, inside a "
+    "positive lower bound such as schedule.bounds.weight_decay: [1e-06, 0.01]), or give it "
+    "additive steps (leave weight_decay out of outer.multiplicative and give "
+    "outer.step_sizes.weight_decay an additive size, the paper's is 0.0003)")
+
+
+@pytest.mark.parametrize("bounds", [None, {"weight_decay": [0.0, 0.01]}])
+def test_a_zero_start_with_multiplicative_steps_says_what_to_change(tmp_path, bounds):
+    """Never a silent no-op: whatever the bounds, a value of exactly 0 that would take
+    multiplicative steps is refused, naming both ways out."""
+    data = minimal()
+    data["schedule"]["initial"] = {"weight_decay": 0.0}
+    if bounds:
+        data["schedule"]["bounds"] = bounds
+    with pytest.raises(UserError) as info:
+        load_config(write(tmp_path, data))
+    assert str(info.value) == f"{tmp_path / 'c.yaml'}: {ZERO_START}"
+
+
+def test_a_zero_start_with_additive_steps_is_the_papers_loop_and_moves(tmp_path):
+    data = minimal()
+    data["schedule"].update(initial={"lr": 0.0, "momentum": 0.0, "weight_decay": 0.0},
+                            bounds={"lr": [0.0, 1.0], "weight_decay": [0.0, 0.01]}, shapes={})
+    data["outer"] = {"step_sizes": {"lr": 0.1, "momentum": 0.1, "weight_decay": 3e-4},
+                     "multiplicative": [], "backtrack": False}
+    config = load_config(write(tmp_path, data))
+    assert config.schedule.shapes == {} and config.outer.multiplicative == []
+    optimizer, schedule = config.optimizer(), config.initial_schedule()
+    grads = {n: -torch.ones_like(v) for n, v in schedule.values.items()}
+    moved, _ = optimizer.update(schedule, grads, optimizer.init(schedule))
+    assert moved.values["lr"].tolist() == [0.1] * 7
+    assert moved.values["weight_decay"].tolist() == [3e-4]
 
 
 def test_names_left_out_of_segments_take_the_default(tmp_path):
@@ -172,8 +252,9 @@ BAD = [
      "outer.on_diverged must be one of ['lower_lr', 'raise'], got 'skip'"),
     ("outer.multiplicative", ["eta"], "outer.multiplicative must be a list of hyperparameter "
                                       "names from ['lr', 'momentum', 'weight_decay']"),
-    ("outer.multiplicative", ["lr"], "outer.multiplicative: lr takes multiplicative steps, which "
-                                     "never reach 0: give it a positive lower bound"),
+    ("schedule.bounds", {"lr": [0.0, 1.0]}, "outer.multiplicative: lr takes multiplicative "
+                                            "steps, which never reach 0: give it a positive "
+                                            "lower bound"),
     ("schedule.shapes", {"lr": "exp"}, "schedule.shapes maps hyperparameter names"),
     ("retrain.on_diverged", "retry",
      "retrain.on_diverged must be one of ['report', 'halve_lr'], got 'retry'"),

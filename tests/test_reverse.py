@@ -219,6 +219,26 @@ def test_auto_keeps_within_the_memory_limit():
     assert fits.engine == smaller and "fits in the" in fits.reason
 
 
+def test_auto_stores_every_state_when_they_all_fit():
+    """Item 5 of issue 20: no recomputed steps when the whole trajectory fits in the limit;
+    one state every ceil(sqrt(T)) steps when only that fits; the same hypergradient."""
+    model, train_batches, val = _case("mlp")
+    fast_reverse = EnginePrices(1.0, 1.0, 1e-3, 1e-3)
+    roomy = hypergradient(model, LOSS, train_batches, val, SCHEDULE, prices=fast_reverse,
+                          memory_limit=2**30)
+    assert (roomy.engine.engine, roomy.engine.recompute_every) == ("reverse", 1)
+    assert roomy.engine.cost["reverse"] == pytest.approx(T * 1e-3)  # nothing recomputed
+    tight = hypergradient(model, LOSS, train_batches, val, SCHEDULE, prices=fast_reverse,
+                          memory_limit=roomy.engine.memory["reverse"] - 1)
+    assert (tight.engine.engine, tight.engine.recompute_every) == ("reverse", 4)
+    assert tight.engine.memory["reverse"] < roomy.engine.memory["reverse"]
+    for name in roomy.grads:
+        assert torch.equal(roomy.grads[name], tight.grads[name])
+    given = hypergradient(model, LOSS, train_batches, val, SCHEDULE, prices=fast_reverse,
+                          memory_limit=2**30, recompute_every=3)
+    assert given.engine.recompute_every == 3  # an interval that is given is kept
+
+
 def test_a_stream_that_changes_when_read_again_is_an_error():
     model, train_batches, val = _case("mlp")
 

@@ -26,6 +26,15 @@ equal modelled cost; the wall-clock cost ``seconds / seconds_per_step`` is repor
 check of the model. Methods decide what they can afford from the model before doing the work, so
 given a cost model the allocation is deterministic (reproducible and testable); calibration is
 the only timed part.
+
+Sanity: an FDS step does a plain step's gradient and more (an HVP, tangents), so in plain steps
+
+    forward_base + per_tangent * 1 >= 1    and    reverse_step >= 1
+
+(:func:`price_problems`). A cost model that breaks it cannot be built (a stored one is refused,
+naming the price); :func:`calibrate` measures again when a measurement breaks it (a loaded
+machine slowing the plain step, say) and, if it still does, charges the calibrated prices of
+the device type (:data:`fdshpo.engines.prices.CALIBRATED_PRICES`) and says so in ``note``.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import torch
 from torch import nn
 
 from ..engines.base import (
+    CALIBRATED_PRICES,
     EngineChoice,
     EnginePrices,
     TangentColumns,
@@ -71,6 +81,8 @@ class CostModel:
     engines: EnginePrices
     per_eval_example: float
     per_grad_example: float
+    #: where the engine prices come from when not measured as they are (calibrate), else ""
+    note: str = ""
 
     #: flat key in a stored cost model -> field of ``engines``
     ENGINE_KEYS = {"fds_base": "forward_base", "per_tangent": "per_tangent",
@@ -83,6 +95,12 @@ class CostModel:
                                  f"{getattr(self, name)}")
         if not self.seconds_per_step > 0:
             raise ValueError(f"seconds_per_step must be positive, got {self.seconds_per_step}")
+        problems = price_problems(self.engines)
+        if problems:
+            raise ValueError(f"the cost model prices an FDS step below a plain step "
+                             f"({'; '.join(problems)}), which cannot be: it was measured on a "
+                             "loaded machine; measure it again (fdshpo compare without "
+                             "--cost-model) or charge the calibrated prices")
 
     def engine_prices(self) -> EnginePrices | None:
         """The engines' prices in plain steps (what ``engine="auto"`` compares), or None
@@ -94,7 +112,8 @@ class CostModel:
         return {"seconds_per_step": self.seconds_per_step,
                 **{flat: engines[field] for flat, field in self.ENGINE_KEYS.items()},
                 "per_eval_example": self.per_eval_example,
-                "per_grad_example": self.per_grad_example}
+                "per_grad_example": self.per_grad_example,
+                **({"note": self.note} if self.note else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> CostModel:
@@ -113,7 +132,19 @@ class CostModel:
         engines = EnginePrices(**{field: number(flat, required=not flat.startswith("reverse"))
                                   for flat, field in cls.ENGINE_KEYS.items()})
         return cls(number("seconds_per_step"), engines, number("per_eval_example"),
-                   number("per_grad_example"))
+                   number("per_grad_example"), str(data.get("note") or ""))
+
+
+def price_problems(engines: EnginePrices) -> list[str]:
+    """What makes ``engines`` (in plain steps) impossible: an FDS step priced below the plain
+    step it contains (module docstring); empty when sane."""
+    problems = []
+    one = engines.forward_step(1)
+    if one < 1:
+        problems.append(f"a forward-mode step with one tangent at {one:.2f} plain steps")
+    if engines.has_reverse and engines.reverse_step < 1:
+        problems.append(f"a reverse-mode step at {engines.reverse_step:.2f} plain steps")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -204,8 +235,38 @@ def _timed(fn: Callable[[], object], device: str, repeats: int) -> float:
 
 
 def calibrate(problem: ClassificationProblem, schedule: Schedule, learn=("lr", "momentum",
-              "weight_decay"), steps: int = 10, repeats: int = 3) -> CostModel:
+              "weight_decay"), steps: int = 10, repeats: int = 3, attempts: int = 3,
+              measure: Callable[..., tuple] | None = None) -> CostModel:
     """Measure a :class:`CostModel` for ``problem``'s network on this machine, now.
+
+    A measurement whose engine prices break the sanity rule (:func:`price_problems`) is taken
+    again, up to ``attempts`` times in all; if every one breaks it, the model charges the
+    calibrated engine prices of the device type and says so in ``note``. ``measure`` (tests)
+    replaces :func:`measure_costs`.
+    """
+    if steps < 1 or repeats < 1 or attempts < 1:
+        raise ValueError(f"steps, repeats and attempts must be positive, got {steps}, "
+                         f"{repeats} and {attempts}")
+    measure = measure or measure_costs
+    seen = []
+    for _ in range(attempts):
+        step_s, engines, per_eval, per_grad = measure(problem, schedule, learn, steps, repeats)
+        problems = price_problems(engines)
+        if not problems:
+            return CostModel(step_s, engines, per_eval, per_grad)
+        seen.append("; ".join(problems))
+    kind = torch.device(problem.device).type
+    fallback = CALIBRATED_PRICES.get(kind, CALIBRATED_PRICES["cpu"])
+    return CostModel(step_s, fallback, per_eval, per_grad, note=(
+        f"measured {attempts} times, each pricing an FDS step below a plain step (last: "
+        f"{seen[-1]}; a loaded machine): charged the calibrated {kind.upper()} engine prices "
+        f"instead"))
+
+
+def measure_costs(problem: ClassificationProblem, schedule: Schedule, learn, steps: int,
+                  repeats: int) -> tuple[float, EnginePrices, float, float]:
+    """One measurement of (plain step seconds, engine prices in plain steps, per validation
+    example eval and gradient prices in plain steps); what :func:`calibrate` times.
 
     Times ``steps`` plain steps, ``steps`` forward-mode FDS steps with one tangent and with all
     of ``schedule``'s learned columns live, ``steps`` reverse-mode steps storing every state
@@ -214,8 +275,6 @@ def calibrate(problem: ClassificationProblem, schedule: Schedule, learn=("lr", "
     ``repeats`` after a warm-up. The forward-mode step cost is the straight line through the
     one-tangent and all-tangents points.
     """
-    if steps < 1 or repeats < 1:
-        raise ValueError(f"steps and repeats must be positive, got {steps} and {repeats}")
     task = problem(0, 0, steps)
     batches = list(task.train_batches)
     model = task.model
@@ -266,9 +325,7 @@ def calibrate(problem: ClassificationProblem, schedule: Schedule, learn=("lr", "
     eval_s = _timed(forward, device, repeats)
     grad_s = _timed(forward_backward, device, repeats)
     model.zero_grad(set_to_none=True)
-    return CostModel(seconds_per_step=step_s,
-                     engines=EnginePrices(forward_base=fds_base, per_tangent=per_tangent,
-                                          reverse_step=reverse_s / step_s,
-                                          recompute=sweep_s / step_s),
-                     per_eval_example=eval_s / n / step_s, per_grad_example=grad_s / n / step_s)
+    return (step_s, EnginePrices(forward_base=fds_base, per_tangent=per_tangent,
+                                 reverse_step=reverse_s / step_s, recompute=sweep_s / step_s),
+            eval_s / n / step_s, grad_s / n / step_s)
 

@@ -23,6 +23,7 @@ of a recorded result makes the same choices.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
           f"searches {predicted['search'] / 60:.1f} min + retraining at most "
           f"{predicted['retrain_at_most'] / 60:.1f} min"
           + (f"; resuming: {len(done)} finished, {left} to run" if done else ""), flush=True)
+    if cost_model.note:
+        print(f"prices: {cost_model.note}", flush=True)
 
     def progress(run):
         accs = ", ".join(f"N={r.budget_runs:g}: {100 * r.test_accuracy:.2f}%"
@@ -188,5 +191,8 @@ def run(args: argparse.Namespace) -> int:
         prefix = f"{experiment_prefix(config.experiment)}/comparisons/{name}"
     write_outputs(comparison, out, store=store, prefix=prefix or "comparison")
     print(to_markdown(comparison))
+    warning = comparison.price_warning()
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"wrote {out}" + (f" and {config.store.uri}/{prefix}" if store is not None else ""))
     return 0

@@ -101,6 +101,10 @@ class MethodRun:
                    tuple(Row.from_dict(r) for r in data["rows"]), tuple(data["searches"]))
 
 
+#: Wall/modelled ratios of two methods further apart than this factor are warned about.
+RATIO_SPREAD = 2.0
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Every (seed, method) run, and what they shared: space, cost model, budgets, settings."""
@@ -143,10 +147,39 @@ class Comparison:
                     "seconds_mean": statistics.fmean(r.seconds for r in rows)})
         return out
 
+    def wall_ratios(self) -> dict[str, float]:
+        """Per method, over its searches (every seed, the largest budget it ran): wall seconds
+        over modelled seconds,
+
+            ratio = sum seconds / (sum modelled cost * seconds_per_step)
+
+        1 when the cost model prices the method's work as it ran; NaN without modelled cost."""
+        out = {}
+        for m in self.methods():
+            searches = [s for run in self.runs if run.method == m for s in run.searches[-1:]]
+            cost = sum(s["cost"] for s in searches) * self.cost_model.seconds_per_step
+            out[m] = sum(s["seconds"] for s in searches) / cost if cost else math.nan
+        return out
+
+    def price_warning(self) -> str | None:
+        """A loud warning when the methods' wall/modelled ratios differ by more than
+        :data:`RATIO_SPREAD` (one method charged far less, per real second, than another:
+        the equal budget was not equal), else None."""
+        ratios = {m: r for m, r in self.wall_ratios().items() if math.isfinite(r) and r > 0}
+        if len(ratios) < 2 or max(ratios.values()) <= RATIO_SPREAD * min(ratios.values()):
+            return None
+        high, low = max(ratios, key=ratios.get), min(ratios, key=ratios.get)
+        return (f"WARNING: the cost model disagrees with the clock: wall/modelled is "
+                f"{ratios[high]:.2f} for {high} but {ratios[low]:.2f} for {low} (more than "
+                f"{RATIO_SPREAD:g}x apart), so equal modelled budgets were not equal compute; "
+                f"rerun on an idle machine or with --cost-model from a run where they agree")
+
     def to_dict(self) -> dict:
         return {"space": self.space.to_dict(), "cost_model": self.cost_model.to_dict(),
                 "budget_runs": list(self.budget_runs), "settings": dict(self.settings),
-                "summary": self.summary(), "runs": [r.to_dict() for r in self.runs]}
+                "summary": self.summary(), "wall_modelled": self.wall_ratios(),
+                "price_warning": self.price_warning(),
+                "runs": [r.to_dict() for r in self.runs]}
 
 
 def pick_at(result: MethodResult, budget: float) -> Incumbent | None:

@@ -57,7 +57,8 @@ def to_markdown(comparison: Comparison) -> str:
     summary = comparison.summary()
     sps = comparison.cost_model.seconds_per_step
     seeds = list(dict.fromkeys(r.seed for r in comparison.rows))
-    lines = []
+    warning = comparison.price_warning()
+    lines = [f"**{warning}**", ""] if warning else []
     for n in comparison.budget_runs:
         entries = [s for s in summary if s["budget_runs"] == n]
         if not entries:
@@ -90,13 +91,26 @@ def to_markdown(comparison: Comparison) -> str:
                 lines.append(f"| {m} | {n:g} | " + " | ".join(
                     _pct(accs[s]) if s in accs else "" for s in seeds) + " |")
     cm = comparison.cost_model
-    lines += ["", f"Search space: {json.dumps(comparison.space.to_dict())}",
+    reverse = (f", reverse-mode step {cm.engines.reverse_step:.2f} + "
+               f"{cm.engines.recompute:.2f} per recomputed step" if cm.engines.has_reverse
+               else "")
+    lines += ["", wall_line(comparison), "",
+              f"Search space: {json.dumps(comparison.space.to_dict())}",
               f"Cost model (plain-step equivalents; plain step = {1e3 * sps:.3f} ms): FDS step "
-              f"= {cm.engines.forward_base:.2f} + {cm.engines.per_tangent:.3f} x live tangents, "
-              f"eval "
-              f"{cm.per_eval_example:.2e}/example, val gradient {cm.per_grad_example:.2e}/example",
+              f"= {cm.engines.forward_base:.2f} + {cm.engines.per_tangent:.3f} x live tangents"
+              f"{reverse}, eval "
+              f"{cm.per_eval_example:.2e}/example, val gradient {cm.per_grad_example:.2e}/example"
+              + (f" ({cm.note})" if cm.note else ""),
               f"Settings: {json.dumps(comparison.settings, default=str)}", ""]
+    if warning:
+        lines += [f"**{warning}**", ""]
     return "\n".join(lines)
+
+
+def wall_line(comparison: Comparison) -> str:
+    """Each method's wall/modelled ratio over its searches (1: charged as it ran)."""
+    return "Wall/modelled (search wall time over its charged cost): " + ", ".join(
+        f"{m} {r:.2f}" for m, r in comparison.wall_ratios().items())
 
 
 def plot_accuracy_vs_budget(comparison: Comparison, path: Path) -> None:

@@ -12,7 +12,9 @@ reverse mode's step does not depend on K and its state is O(sqrt(T) P).
 2. ``train_batches`` cannot be read again by index (a generator, or an iterable that is not a
    sequence or :class:`~fdshpo.data.ShuffledBatches`): forward, which reads them once;
 3. an engine whose state does not fit in ``memory_limit`` (default: half of the device memory
-   free when the choice is made) is out; when neither fits, the smaller;
+   free when the choice is made) is out; when neither fits, the smaller. Reverse mode stores
+   every trajectory state (``recompute_every=1``: no recomputed steps, R = 0) when all T + 1
+   of them fit in the limit and no interval was given, else one every ceil(sqrt(T)) steps;
 4. the cheaper in time by ``prices``: by default
    :data:`~fdshpo.engines.prices.CALIBRATED_PRICES` for the device type, fitted to
    ``bench/engine.py``'s
@@ -93,6 +95,9 @@ def choose_engine(
                          "reverse-mode counterpart; use engine='forward' (or 'auto') with it, "
                          "or drop hvp_clamp")
     columns = TangentColumns.of(schedule, checked_learn(learn))
+    if (recompute_every is None and memory_limit is not None
+            and state_bytes("reverse", columns, T, num_params, itemsize, 1) <= memory_limit):
+        interval = 1  # every state fits: store them all, recompute nothing
     memory = {name: state_bytes(name, columns, T, num_params, itemsize, interval)
               for name in ("forward", "reverse")}
 
@@ -136,8 +141,12 @@ def choose_engine(
 
 
 def make_engine(name: str, model: nn.Module, loss_fn: LossFn, schedule: Schedule,
-                learn: Sequence[str], **options) -> ForwardEngine | ReverseEngine:
-    """The engine called ``name`` with those of ``options`` it takes (ENGINE_OPTIONS)."""
+                learn: Sequence[str], choice: EngineChoice | None = None,
+                **options) -> ForwardEngine | ReverseEngine:
+    """The engine called ``name`` with those of ``options`` it takes (ENGINE_OPTIONS); with
+    ``choice``, reverse mode stores its states at the interval the choice made (and priced)."""
+    if name == "reverse" and choice is not None and choice.recompute_every is not None:
+        options = {**options, "recompute_every": choice.recompute_every}
     cls = {"forward": ForwardEngine, "reverse": ReverseEngine}[name]
     return cls(model, loss_fn, schedule, learn,
                **{k: v for k, v in options.items() if k in ENGINE_OPTIONS[name]})
@@ -207,7 +216,7 @@ def prepare_engine(
             except Exception as error:  # every rank raises it
                 mine = error
         choice = shards.decide(mine, "engine choice")
-    return make_engine(choice.engine, model, loss_fn, schedule, learn, **options), choice
+    return make_engine(choice.engine, model, loss_fn, schedule, learn, choice, **options), choice
 
 
 def hypergradient(
@@ -246,7 +255,8 @@ def hypergradient(
         on_step: called with the engine's state after every step (``state.step`` counts to
             ``state.total_steps``: T forward, 2T reverse).
         hvp: the Hessian-vector-product form ("auto", "reverse", "forward").
-        recompute_every: reverse mode's interval between stored states (default ceil(sqrt(T))).
+        recompute_every: reverse mode's interval between stored states (default: 1, every
+            state, when ``auto`` finds all T + 1 fit in ``memory_limit``; else ceil(sqrt(T))).
         prices, memory_limit: what ``auto`` decides by: prices None (calibrated for the
             device type), "measure" or :class:`EnginePrices` (:func:`prepare_engine`).
         group: a ``torch.distributed`` process group (``torch.distributed.group.WORLD`` for

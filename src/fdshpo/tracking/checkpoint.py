@@ -187,7 +187,7 @@ class InnerCheckpointer:
         resumed = self.load(outer_step, replica, fp, device) if self.every else None
         if resumed is not None:
             state, choice = resumed
-            engine = make_engine(state.engine, task.model, loss_fn, schedule, learn,
+            engine = make_engine(state.engine, task.model, loss_fn, schedule, learn, choice,
                                  **engine_options)
         else:
             engine, choice = prepare_engine(task.model, loss_fn, task.train_batches, schedule,
