@@ -140,11 +140,11 @@ def test_a_lease_expires_by_the_store_clock_and_the_old_holder_is_fenced_off(sto
 
 def test_a_holder_that_was_not_renewed_in_time_stops_writing(tmp_path):
     store = open_store(tmp_path)
-    holder = Lease(store, PREFIX, "run exp/r1", ttl=2.5)  # margin 2 s: 0.5 s to write
+    holder = Lease(store, PREFIX, "run exp/r1", ttl=4.5)  # margin 2 s: 2.5 s to write
     holder.acquire()
     holder.check()
-    time.sleep(0.7)
-    with pytest.raises(LeaseLost, match="not renewed within 2s less 2s, so another writer "
+    time.sleep(2.7)  # past the window whatever the acquire took (it started it)
+    with pytest.raises(LeaseLost, match="not renewed within 4s less 2s, so another writer "
                                         "may hold it now; stop writing"):
         holder.check()
 
@@ -153,12 +153,12 @@ def test_a_fenced_store_checks_every_write_path_and_reads_through(tmp_path):
     """Whatever reaches a FencedStore's write primitives is checked like its public writes;
     reads go to the wrapped store."""
     store = open_store(tmp_path)
-    holder = Lease(store, PREFIX, "run exp/r1", ttl=2.5)
+    holder = Lease(store, PREFIX, "run exp/r1", ttl=4.5)  # margin 2 s: 2.5 s to write
     holder.acquire()
     fenced = holder.fence(store)
     fenced.put_json("a.json", {"x": 1})
     assert fenced.get_json("a.json") == {"x": 1} and fenced.list("a") == ["a.json"]
-    time.sleep(0.7)  # past the renewal margin: the holder may no longer write
+    time.sleep(2.7)  # past the renewal margin: the holder may no longer write
     for write in (lambda: fenced.put_json("b.json", {}), lambda: fenced.delete("a.json"),
                   lambda: fenced._raw_put("b.json", b"{}", "0" * 64),
                   lambda: fenced._raw_create("b.json", b"{}", "0" * 64),
