@@ -159,3 +159,45 @@ def rank_main(rank: int, world_size: int, out_dir: str, scenario: str, engine: s
                 raise
     finally:
         dist.destroy_process_group()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def worker_main(rank: int, world_size: int, out_dir: str, config_json: str, state_json: str,
+                dataset: str, run_id: str, crash: int) -> None:
+    """The torchrun worker's own code (:func:`fdshpo.components.ranks.rank_record`) on 2 gloo
+    ranks, checkpointed in the run's store, both ranks interrupted after inner step ``crash``
+    (rank 0 writes the checkpoints; the run's lease is not involved here)."""
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ["FDSHPO_TORCH_THREADS"] = "1"  # as run_local's ranks on a 2-core machine
+    import torch.distributed as dist
+
+    from fdshpo.components.common import config_from_json, open_run_store
+    from fdshpo.components.ranks import rank_record
+    from fdshpo.store.layout import RunLayout
+    from fdshpo.tracking.checkpoint import InnerCheckpointer
+
+    class Interrupting(InnerCheckpointer):
+        def run(self, *args, on_step=None, **options):
+            def interrupt(state):
+                if state.step == crash:
+                    raise Interrupted
+
+            return super().run(*args, on_step=interrupt, **options)
+
+    config = config_from_json(config_json)
+    dist.init_process_group("gloo", init_method=f"file://{out_dir}/rendezvous", rank=rank,
+                            world_size=world_size, timeout=timedelta(seconds=60))
+    try:
+        ckpt = Interrupting(open_run_store(config), RunLayout(config.experiment, run_id),
+                            config.checkpoint_every)
+        try:
+            rank_record(config, state_json, 0, dataset, rank, world_size, 0, dist.group.WORLD,
+                        ckpt)
+        except Interrupted:
+            return
+        raise AssertionError("the run was not interrupted")
+    finally:
+        dist.destroy_process_group()
