@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# One prepared GPU session (about 10 minutes of an H200 in all: limits 180 + 380 s, within one
-# 600 s device command): both engines' costs on WRN-16-1 (bench/gpu.py: plain, forward-engine
+# One prepared GPU session (about 10 minutes of an H200 in all: limits 180 + 60 + 340 s, within
+# one 600 s device command): both engines' costs on WRN-16-1 (bench/gpu.py: plain, forward-engine
 # and reverse-engine steps, tangent cost, peak memory; ENGINE_LIMIT_S, default 180; ENGINE=0
 # skips it; ~2 minutes on an H200 is an estimate: the forward-only bench/gpu.py took 115 s there,
-# and the reverse-engine timings add to it), then a slice of the GPU quality benchmark,
-# configs/bench-gpu-fmnist-wrn.yaml (the paper's figure-4 protocol on full Fashion-MNIST).
+# and the reverse-engine timings add to it), then the data-parallel path on NCCL (bench/ranks.py
+# at RANKS_ARGS, default 1 NCCL rank on GPU 0 against one process, both engines; RANKS_LIMIT_S,
+# default 60; RANKS=0 skips it; without CUDA the stage is skipped with a line saying so, except
+# in a dry run, which runs RANKS_ARGS as given: gloo on the CPU), then a slice of the GPU quality
+# benchmark, configs/bench-gpu-fmnist-wrn.yaml (the paper's figure-4 protocol on full
+# Fashion-MNIST).
 #
 # The whole protocol is ~10 GPU-hours (a final job is 11,700 WRN-16-1 steps, ~94 s; 8 methods x
 # 3 seeds x 16 runs), so a session runs what fits: the comparison at QUALITY_ARGS (default: seed
 # 0, N = 2, FDS, linear, then hyperband: each ~2 final jobs of search + 1 of retraining) until
-# QUALITY_LIMIT_S (default 380); $OUT/quality-gpu/partial.jsonl keeps every finished (seed,
+# QUALITY_LIMIT_S (default 340); $OUT/quality-gpu/partial.jsonl keeps every finished (seed,
 # method), and its header line gives the measured plain step time. PREDICT=1 first runs
 # `bench/quality.py --predict` (each method at its smallest budget and one retrain: per-method
 # wall/modelled ratios and the predicted time of the whole protocol; ~7 minutes on an H200, so
@@ -35,6 +39,7 @@ PYTHON=${PYTHON:-python3}
 CONFIG=${QUALITY_CONFIG:-configs/bench-gpu-fmnist-wrn.yaml}
 QUALITY_ARGS=${QUALITY_ARGS:---device cuda --seeds 0 --budget-runs 2 --methods fds,linear,hyperband}
 ENGINE_ARGS=${ENGINE_ARGS:---device cuda}
+RANKS_ARGS=${RANKS_ARGS:---ranks 1 --backend nccl --device cuda --horizon 20 --repeats 1}
 PREDICT_ARGS=${PREDICT_ARGS:---device cuda --seeds 0 1 2}
 mkdir -p "$OUT/quality-gpu"
 FAILED=()
@@ -85,9 +90,23 @@ if [ "${ENGINE:-1}" != 0 ]; then
         "$PYTHON" bench/gpu.py $ENGINE_ARGS --out "$OUT/gpu-engine.json"
 fi
 
+if [ "${RANKS:-1}" != 0 ]; then
+    if [ -n "${DRY_RUN:-}" ] || "$PYTHON" -c \
+            "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+        echo "== data-parallel ranks: bench/ranks.py $RANKS_ARGS"
+        # shellcheck disable=SC2086
+        run_stage "data-parallel ranks (bench/ranks.py)" "${RANKS_LIMIT_S:-60}" 40 \
+            "$OUT/ranks.txt" "$PYTHON" bench/ranks.py $RANKS_ARGS --out "$OUT/ranks.json"
+    else
+        echo "== data-parallel ranks: skipped: CUDA is not available here, so no NCCL rank" \
+            "(bench/ranks.py --backend gloo --device cpu measures the CPU path)" \
+            | tee "$OUT/ranks.txt"
+    fi
+fi
+
 echo "== quality: a slice of the GPU benchmark ($QUALITY_ARGS)"
 # shellcheck disable=SC2086
-run_stage "quality slice (bench/quality.py)" "${QUALITY_LIMIT_S:-380}" 60 \
+run_stage "quality slice (bench/quality.py)" "${QUALITY_LIMIT_S:-340}" 60 \
     "$OUT/quality-gpu.txt" "$PYTHON" bench/quality.py "$CONFIG" --out "$OUT/quality-gpu" \
     $QUALITY_ARGS
 if [ "${#FAILED[@]}" != 0 ]; then

@@ -12,8 +12,8 @@ with the engine that computed it and why (``config.engine``, default auto); the 
 metadata names the engine. The step holds the run's lease as its job (``owner``) while it
 trains: its checkpoints and result are refused if another job took the run over. With
 ``resources.procs_per_node`` > 1 the inner run is data-parallel: its ranks run in torchrun
-processes (:mod:`fdshpo.components.ranks`), without inner checkpoints, and the record says
-``distributed``.
+processes (:mod:`fdshpo.components.ranks`), checkpointed the same way by rank 0, which writes
+under the step's lease (the same ``owner``), and the record says ``distributed``.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Output
@@ -32,7 +32,8 @@ def inner_step(config, run_id: str, state_json: str, replica: int, dataset_path:
     if config.resources.world_size > 1:
         from fdshpo.components.ranks import run_local
 
-        return run_local(config, state_json, int(float(replica)), dataset_path)
+        return run_local(config, state_json, int(float(replica)), dataset_path,
+                         run_id=run_id, owner=owner)
     state = TuneState.from_dict(json.loads(state_json))
     problem = problem_for(config, read_dataset(dataset_path))
     result = config.outer_step().run_replica(problem, state, int(float(replica)),

@@ -237,7 +237,8 @@ def launch_step(config, run_id: str, state_json: str, replica: int, owner: str,
                 deadline_s: float = 24 * 3600, poll_s: float = POLL_S) -> dict:
     """The ``inner`` component's record of one replica, computed by a TrainJob of
     ``resources.nodes`` x ``procs_per_node`` ranks: holds the run's lease as ``owner`` while it
-    waits, then reads the record rank 0 wrote to the store
+    waits (rank 0 joins it with ``--owner``: its inner checkpoints, result and record are
+    writes fenced by that lease), then reads the record rank 0 wrote to the store
     (:func:`fdshpo.components.ranks.record_key`)."""
     import json as json_
 
@@ -255,7 +256,7 @@ def launch_step(config, run_id: str, state_json: str, replica: int, owner: str,
     body = trainjob_manifest(
         name, namespace, res.image or component_image(gpu=res.gpus > 0),
         ["env:FDSHPO_CONFIG_JSON", "env:FDSHPO_STATE_JSON", str(int(replica)), "-",
-         f"store:{run_id}"],
+         f"store:{run_id}", "--owner", owner],
         res.nodes, res.procs_per_node, res.gpus, res.gpu_type or "nvidia.com/gpu", res.cpu,
         res.memory, env={"FDSHPO_CONFIG_JSON": json_.dumps(recorded_config(config)),
                          "FDSHPO_STATE_JSON": state_json},

@@ -31,6 +31,8 @@ CASES = {
     "bn-forward": ("bn", "forward", None, None),
     "bn-reverse": ("bn", "reverse", None, 3),
 }
+#: cases that fail on purpose (tests/test_ranks_resume.py): rank 1's stream is Reshuffled
+FAILING = {"reverse-reshuffled": ("mlp", "reverse", None, 2)}
 NUM_STEPS = 6
 #: examples in the training batch of each step; 2 gives rank 1 an empty shard
 TRAIN_SIZES = (8, 7, 2, 9, 8, 5)
@@ -76,15 +78,30 @@ class ShardWise(nn.Module):
         return torch.cat([self.inner(p) for p in pieces if len(p)])
 
 
+class Reshuffled:
+    """``batches``, each one's examples in reverse order on every second pass: a stream that
+    reshuffles when reverse mode reads it again."""
+
+    def __init__(self, batches) -> None:
+        self.batches, self.passes = batches, 0
+
+    def __iter__(self):
+        self.passes += 1
+        for x, y in self.batches:
+            yield (x.flip(0), y.flip(0)) if self.passes % 2 == 0 else (x, y)
+
+
 def run_case(name: str, rank: int | None, group=None, on_step=None):
     """The case's result: on rank ``rank``'s shards with ``group``, or (rank None) one process
     with the whole batches (BatchNorm cases: shard by shard, :class:`ShardWise`)."""
     from fdshpo import hypergradient
 
-    kind, engine, clamp, every = CASES[name]
+    kind, engine, clamp, every = {**CASES, **FAILING}[name]
     model, train, val, schedule = problem(kind)
     if rank is not None:
         train, val = shard(train, rank), shard(val, rank)
+        if name.endswith("-reshuffled") and rank == 1:
+            train = Reshuffled(train)
     elif kind == "bn":
         model = ShardWise(model)
     return hypergradient(model, nn.functional.cross_entropy, train, val, schedule,

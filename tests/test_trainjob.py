@@ -240,7 +240,9 @@ def test_launch_step_reads_the_record_rank_0_wrote(tmp_path):
         def create(self, body):
             env = {e["name"]: e.get("value") for e in body["spec"]["trainer"]["env"]}
             assert json.loads(env["FDSHPO_STATE_JSON"]) == {"next_outer_step": 2}
-            assert body["spec"]["trainer"]["args"][-2:] == ["-", f"store:{run_id}"]
+            # rank 0 writes to the run as the launcher's own lease owner
+            assert body["spec"]["trainer"]["args"][-4:] == ["-", f"store:{run_id}", "--owner",
+                                                            "kfp-job:test"]
             open_run_store(config).put_json(record_key(config, run_id, 2, 1), record)
             return super().create(body)
 

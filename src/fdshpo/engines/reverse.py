@@ -65,7 +65,7 @@ from .base import (
 from .core import ExactEngine
 from .inner import LossFn, sgd_momentum_update
 from .objective import Batch
-from .replay import BatchReplay, fingerprint, mismatch_error
+from .replay import BatchReplay, ReplayError, fingerprint, mismatch_error
 
 if TYPE_CHECKING:
     from .base import EngineChoice
@@ -295,16 +295,25 @@ class ReverseEngine(ExactEngine):
         self._check_replayed(state.fingerprints, replayed)
         return state
 
-    @staticmethod
-    def _check_replayed(recorded: torch.Tensor, replayed: list) -> None:
-        """ReplayError naming the first step whose batch read again differs (one sync)."""
+    def _check_replayed(self, recorded: torch.Tensor, replayed: list) -> None:
+        """ReplayError naming the first step whose batch read again differs (one sync). With a
+        group every rank raises it, naming each rank whose shard differed (one gather of the
+        ranks' outcomes), not only the rank whose shard it was."""
         if not replayed:
             return
         steps = [t for t, _ in replayed]
         same = (torch.stack([fp for _, fp in replayed]) == recorded[steps]).all(1)
         replayed.clear()
-        if not bool(same.all()):
-            raise mismatch_error(steps[int((~same).nonzero()[0])])
+        error = None if bool(same.all()) else mismatch_error(steps[int((~same).nonzero()[0])])
+        if self.shards is None:
+            if error is not None:
+                raise error
+            return
+        failed = self.shards.errors(None if error is None else str(error), "batch replay check")
+        if failed:
+            size = self.shards.world_size
+            raise ReplayError("; ".join(f"rank {rank} of {size} of the data-parallel run: {text}"
+                                        for rank, text in sorted(failed.items())))
 
     def finish(self, state: ReverseState, choice: EngineChoice | None = None
                ) -> HypergradientResult:

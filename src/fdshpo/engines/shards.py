@@ -16,7 +16,9 @@ is reduced once, at the end: [sum_b n_b grad L_b, sum_b n_b L_b, sum_b n_b].
 What could differ between ranks is decided by rank 0 and broadcast (:meth:`ShardGroup.decide`):
 the engine choice (free memory and measured prices differ), the training losses a divergence
 check reads, and the final validation loss and hypergradients, so every rank returns the same
-bits.
+bits. A check that can fail on one rank alone (reverse mode's batch replay check) is gathered
+from every rank (:meth:`ShardGroup.errors`), so every rank raises the same error naming the
+rank it failed on.
 
 BatchNorm in train mode normalises each rank's shard with the shard's own statistics: the
 objective is that of one process that applies the model to each shard separately and takes the
@@ -118,6 +120,19 @@ class ShardGroup:
         if isinstance(box[0], BaseException):
             raise box[0]
         return box[0]
+
+    def errors(self, error: str | None, where: str) -> dict[int, str]:
+        """{rank: error text} of every rank that passed an ``error`` (None: nothing failed on
+        this rank), the same on every rank (one ``all_gather_object``): a check that fails on
+        one rank is reported by every rank, naming it, instead of the others only seeing a
+        collective fail when that rank dies."""
+        box: list[Any] = [None] * self.world_size
+        try:
+            dist.all_gather_object(box, error, group=self.group)
+        except RuntimeError as failed:  # torch.distributed.DistError is one
+            raise self._failed(where, failed) from failed
+        self.collectives += 1
+        return {rank: text for rank, text in enumerate(box) if text is not None}
 
     def agree(self, tensor: torch.Tensor, where: str) -> torch.Tensor:
         """``tensor`` overwritten in place with rank 0's values."""
