@@ -72,6 +72,15 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "max-steps-4": ("at most 4 outer steps", {"outer_steps": 4}, {}, {}),
     "max-steps-6": ("at most 6 outer steps", {"outer_steps": 6}, {}, {}),
     "max-steps-10": ("at most 10 outer steps", {"outer_steps": 10}, {}, {}),
+    "grow-1.5": ("step sizes grow x1.5 while a hypergradient keeps its sign (Rprop's eta+)",
+                 {"grow": 1.5}, {}, {}),
+    "grow-2": ("step sizes grow x2 while a hypergradient keeps its sign", {"grow": 2.0}, {}, {}),
+    "continue": ("once converged, go on over doubled horizons up to the final job's",
+                 {"continue_to": "final"}, {}, {}),
+    "grow-2+continue": ("grow-2 and continue together",
+                        {"grow": 2.0, "continue_to": "final"}, {}, {}),
+    "no-grow": ("step sizes never grow (grow 1, the paper's)", {"grow": 1.0}, {}, {}),
+    "no-continue": ("stop once converged on the search horizon", {"continue_to": None}, {}, {}),
     "start-high": ("FDS alone starts from lr 0.1, momentum 0.9 (the baselines keep the common "
                    "start)", {}, {"initial": {"lr": 0.1, "momentum": 0.9}}, {}),
 }
@@ -82,6 +91,8 @@ def variant_setup(config, device: str, name: str):
     _, fds_over, space_over, problem_over = VARIANTS[name]
     problem, space, initial, options = build(config, device)
     fds = {**options["fds"], **fds_over}
+    if fds.get("continue_to") == "final":
+        fds["continue_to"] = space.final_steps
     changes = {}
     if "shapes" in space_over:
         changes["shapes"] = space_over["shapes"]

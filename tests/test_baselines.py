@@ -407,6 +407,33 @@ def test_fds_is_charged_for_the_engine_it_runs(problem, space):
     assert greedy.cost <= BUDGET
 
 
+def test_fds_continues_on_doubled_horizons_each_outer_step_priced_for_its_own(problem, space):
+    from fdshpo.baselines.fds import initial_schedule
+    from fdshpo.baselines.space import validation_examples
+
+    learn = ("lr", "momentum", "weight_decay")
+    init = {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3}  # every value moves (none at 0)
+    price = {t: fds_run_ledger(initial_schedule(space, init).stretched(t), learn,
+                               validation_examples(problem), engine="forward").cost(COSTS)
+             for t in (20, 40)}
+    counting = CountingProblem(problem.dataset, "mlp", batch_size=32, val_fraction=0.1, seed=3)
+    # tol 10: converged after every outer step, so each one continues on a doubled horizon
+    result = get_method("fds")(counting, space, 10 * BUDGET, COSTS, tol=10.0, continue_to=40,
+                               outer_steps=5, init=init)
+    assert result.details["horizons"] == [20, 40] and result.details["converged"]
+    assert counting.counts["steps"] == 20 + 40  # the inner steps that really ran
+    assert result.cost == pytest.approx(price[20] + price[40])
+    assert result.schedule.num_steps == 40  # best-validated on the longest horizon
+    # a budget that pays the first outer step but not the longer second one stops after it
+    short = get_method("fds")(problem, space, price[20] + price[40] / 2, COSTS, tol=10.0,
+                              continue_to=40, outer_steps=5, init=init)
+    assert short.details["horizons"] == [20] and short.cost == pytest.approx(price[20])
+    # without continue_to the converged loop stops at the search horizon
+    plain = get_method("fds")(problem, space, 10 * BUDGET, COSTS, tol=10.0, outer_steps=5,
+                              init=init)
+    assert plain.details["horizons"] == [20]
+
+
 def test_trials_are_scored_with_the_objective_fds_differentiates():
     """One validation loss for every method: a trial's score is the value FDS reports for the
     same schedule on the same task, also with BatchNorm (each batch's statistics) and a short

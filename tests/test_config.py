@@ -113,6 +113,7 @@ def test_a_config_without_outer_gets_the_settings_measured_best(tmp_path):
     assert o.step_sizes == {"lr": 0.3, "momentum": 0.3, "weight_decay": 0.3}
     assert o.multiplicative == ["lr", "momentum", "weight_decay"]
     assert (o.backtrack, o.select, o.decay, o.tol) == (True, "best", 0.5, 0.05)
+    assert (o.grow, o.continue_to) == (2.0, "off")  # bench/results/ablation-*-grow-continue.md
     assert s.initial == {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-5}
     assert s.bounds == {"lr": [1e-4, 1.0], "momentum": [0.0, 0.99],
                         "weight_decay": [1e-6, 0.01]}
@@ -122,8 +123,21 @@ def test_a_config_without_outer_gets_the_settings_measured_best(tmp_path):
     assert (bench.schedule.initial, bench.schedule.bounds, bench.schedule.shapes) == (
         s.initial, s.bounds, s.shapes)
     optimizer = config.optimizer()
-    assert (optimizer.multiplicative, optimizer.backtrack) == (
-        ("lr", "momentum", "weight_decay"), True)
+    assert (optimizer.multiplicative, optimizer.backtrack, optimizer.grow) == (
+        ("lr", "momentum", "weight_decay"), True, 2.0)
+
+
+@pytest.mark.parametrize("value,expected", [("off", None), (False, None), ("final", 300),
+                                            (150, 150)])
+def test_continue_to_reaches_the_outer_step(tmp_path, value, expected):
+    data = minimal()
+    data["retrain"] = {"horizon": 300}
+    data["outer"] = {"continue_to": value, "grow": 2}
+    config = load_config(write(tmp_path, data))
+    assert config.continue_horizon == expected
+    assert config.outer_step().continue_to == expected
+    assert config.optimizer().grow == 2.0
+    assert load_config(write(tmp_path, config.to_dict())) == config  # round-trips
 
 
 def test_multiplicative_steps_from_the_default_start_move_every_value(tmp_path):
@@ -256,6 +270,15 @@ BAD = [
                                             "steps, which never reach 0: give it a positive "
                                             "lower bound"),
     ("schedule.shapes", {"lr": "exp"}, "schedule.shapes maps hyperparameter names"),
+    ("outer.grow", 0.5, "outer.grow must be in [1, 10] (1: step sizes never grow, the paper's "
+                        "loop), got 0.5"),
+    ("outer.grow", 20, "outer.grow must be in [1, 10] (1: step sizes never grow, the paper's "
+                       "loop), got 20"),
+    ("outer.continue_to", "longer", "outer.continue_to must be off, final (the final job's "
+                                    "horizon, retrain.horizon) or a number of inner steps, got "
+                                    "'longer'"),
+    ("outer.continue_to", 5, "outer.continue_to is 5 inner steps, shorter than "
+                             "schedule.horizon"),
     ("retrain.on_diverged", "retry",
      "retrain.on_diverged must be one of ['report', 'halve_lr'], got 'retry'"),
 ]

@@ -203,3 +203,32 @@ def test_backtracking_steps_again_from_the_best_schedule_with_shorter_steps():
     with pytest.raises(ValueError, match="a backtracking SignOptimizer needs the validation "
                                          "loss of the schedule"):
         opt.update(schedule, {"lr": torch.tensor([1.0, 1.0])}, state)
+
+
+def test_a_kept_sign_grows_the_step_by_grow_up_to_its_cap_and_a_flip_still_decays_it():
+    opt = SignOptimizer({"lr": 0.1}, grow=2.0)
+    schedule = _schedule(lr=(5.0,), bounds={"lr": (-100.0, 100.0)})
+    state = opt.init(schedule)
+    sizes = []
+    for _ in range(6):  # the same sign every time: 0.1 (first), then x2 up to 10 x 0.1
+        schedule, state = _step(opt, schedule, state, lr=[1.0])
+        sizes.append(state.step_sizes["lr"].item())
+    assert sizes == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    assert schedule.values["lr"].item() == pytest.approx(5.0 - sum(sizes))
+    schedule, state = _step(opt, schedule, state, lr=[-1.0])  # a flip halves it
+    assert state.step_sizes["lr"].item() == pytest.approx(0.5)
+    schedule, state = _step(opt, schedule, state, lr=[0.0])   # no sign: unchanged
+    assert state.step_sizes["lr"].item() == pytest.approx(0.5)
+
+
+def test_grow_1_is_the_papers_loop_and_bad_grow_is_refused():
+    plain, grown = SignOptimizer({"lr": 0.1}), SignOptimizer({"lr": 0.1}, grow=1.0)
+    a = b = _schedule()
+    sa, sb = plain.init(a), grown.init(b)
+    for g in ([1, -1], [1, 1], [-1, 1]):
+        a, sa = _step(plain, a, sa, lr=g)
+        b, sb = _step(grown, b, sb, lr=g)
+    assert a == b and torch.equal(sa.step_sizes["lr"], sb.step_sizes["lr"])
+    for bad in (0.5, 11, float("nan")):
+        with pytest.raises(ValueError, match=r"grow must be a number in \[1, 10\]"):
+            SignOptimizer({"lr": 0.1}, grow=bad)

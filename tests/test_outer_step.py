@@ -116,3 +116,36 @@ def test_best_selection_before_any_finished_inner_run_is_the_current_schedule():
     outer = _outer(replicas=1)
     state = outer.apply(outer.init(_schedule()), [_diverged(0)])
     assert select_schedule(state, "best") == state.schedule
+
+
+def test_a_converged_loop_with_continue_to_goes_on_over_a_doubled_horizon_from_its_best():
+    tolerant = SignOptimizer({"lr": 0.1}, tol=10.0)  # converged after every step
+    outer = OuterStep(tolerant, 1, continue_to=25)
+    state = outer.init(_schedule())
+    losses = iter([0.5, 0.3, 0.9])
+    while not state.converged:
+        s = state.next_outer_step
+        state = outer.apply(state, [ReplicaResult(s, 0, next(losses), {"lr": [1.0, -1.0]}, 1.0)])
+    used = [r.schedule for r in state.history]
+    assert [u["num_steps"] for u in used] == [10, 20, 25]  # doubled, then held at continue_to
+    assert all(r.converged for r in state.history)
+    # each longer horizon starts from the best-validated schedule (not the unmeasured last
+    # iterate [0.4, 0.6]), stretched, with fresh step sizes
+    assert used[1]["values"]["lr"] == used[2]["values"]["lr"] == [0.5, 0.5]
+    assert state.history[1].step_sizes == {"lr": [0.1, 0.1]}
+    # at continue_to the loop stops after its last sign step
+    assert state.schedule.num_steps == 25
+    assert state.schedule.values["lr"].tolist() == pytest.approx([0.4, 0.6])
+    # "best" compares losses on the longest horizon only: 0.9 at 25 steps, not 0.3 at 20
+    assert state.best_record().outer_step == 2
+    assert select_schedule(state).num_steps == 25
+
+
+def test_without_continue_to_a_converged_loop_stops_and_a_bad_continue_to_is_refused():
+    outer = OuterStep(SignOptimizer({"lr": 0.1}, tol=10.0), 1)
+    state = outer.apply(outer.init(_schedule()),
+                        [ReplicaResult(0, 0, 0.5, {"lr": [1.0, -1.0]}, 1.0)])
+    assert state.converged and state.schedule.num_steps == 10
+    for bad in (0, -5, 2.5, "final"):
+        with pytest.raises(ValueError, match="continue_to must be None or a positive number"):
+            OuterStep(SignOptimizer(), continue_to=bad)

@@ -80,7 +80,8 @@ def build(config, device: str):
     o = config.outer
     fds = {"outer_steps": o.max_steps, "replicas": o.replicas, "step_sizes": o.step_sizes,
            "decay": o.decay, "tol": o.tol, "multiplicative": o.multiplicative,
-           "backtrack": o.backtrack, "select": o.select, "engine": config.engine}
+           "backtrack": o.backtrack, "select": o.select, "engine": config.engine,
+           "grow": o.grow, "continue_to": config.continue_horizon}
     greedy = {k: fds[k] for k in ("step_sizes", "decay", "tol", "engine")}
     return problem, space, dict(s.initial), {"fds": fds, "greedy": greedy}
 

@@ -40,6 +40,10 @@ Every key, with its default (the dataclass fields below are the only place defau
       backtrack: true                 # a worse val loss: shorter steps from the best schedule
       select: best                    # best (best-validated outer step) or last (last iterate)
       on_diverged: lower_lr           # a diverged inner run lowers the lr, or: raise
+      grow: 2.0                       # step-size factor while a hypergradient keeps its sign
+                                      # (Rprop's; 1: never grow, the paper's loop)
+      continue_to: off                # once converged, go on over doubled horizons up to:
+                                      # final (retrain.horizon), a number of steps, or off
     retrain:
       horizon: null                   # null: the schedule's horizon (the learned one is stretched)
       seed: null                      # null: derived from seed
@@ -84,7 +88,7 @@ from ..errors import UserError
 from ..models import INITS, is_known_model, known_models
 from ..schedule import HYPERPARAMETERS
 from ..store import DEFAULT_STORE
-from ..tune.sign import DEFAULT_DECAY, DEFAULT_STEP_SIZES, DEFAULT_TOL
+from ..tune.sign import DEFAULT_DECAY, DEFAULT_STEP_SIZES, DEFAULT_TOL, MAX_GROWTH
 from . import kube
 from .reader import Section
 
@@ -93,13 +97,16 @@ DEFAULT_SEGMENTS = {"lr": 7, "momentum": 1, "weight_decay": 1}
 #: The defaults below are the settings the benchmarks measured best
 #: (bench/results/ablation-cpu-fmnist-mlp.md; README, "Quality: what we measured"): the common
 #: start of every comparison, positive lower bounds (multiplicative steps never reach 0), a
-#: linear-decay base shape for the lr, multiplicative sign steps of 0.3 with backtracking and
-#: the best-validated schedule. The paper's loop (every value from 0, additive steps of
-#: 0.1 / 0.1 / 3e-4, no backtracking, constant segments) is one config away (README).
+#: linear-decay base shape for the lr, multiplicative sign steps of 0.3 that double while a
+#: hypergradient keeps its sign, with backtracking and the best-validated schedule. The paper's
+#: loop (every value from 0, additive steps of 0.1 / 0.1 / 3e-4, no growth, no backtracking,
+#: constant segments) is one config away (README).
 DEFAULT_INITIAL = {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-5}
 DEFAULT_CONFIG_BOUNDS = {"lr": [1e-4, 1.0], "momentum": [0.0, 0.99], "weight_decay": [1e-6, 0.01]}
 DEFAULT_SHAPES = {"lr": "linear"}
 DEFAULT_OUTER_STEP_SIZES = {"lr": 0.3, "momentum": 0.3, "weight_decay": 0.3}
+#: Step sizes double while a hypergradient keeps its sign (the library's SignOptimizer: 1).
+DEFAULT_OUTER_GROW = 2.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ class OuterConfig:
     backtrack: bool = True
     select: str = "best"
     on_diverged: str = "lower_lr"
+    grow: float = DEFAULT_OUTER_GROW
+    continue_to: int | str = "off"
 
 
 @dataclass(frozen=True)
@@ -226,14 +235,27 @@ class ExperimentConfig:
         from ..tune.sign import SignOptimizer
 
         return SignOptimizer(self.outer.step_sizes, self.outer.decay, self.outer.tol,
-                             self.outer.multiplicative, self.outer.backtrack)
+                             self.outer.multiplicative, self.outer.backtrack, self.outer.grow)
+
+    @property
+    def final_horizon(self) -> int:
+        """The final job's inner steps: ``retrain.horizon``, else the schedule's horizon."""
+        return self.retrain.horizon or self.schedule.horizon
+
+    @property
+    def continue_horizon(self) -> int | None:
+        """``outer.continue_to`` in inner steps: None for ``off``, the final job's horizon for
+        ``final``."""
+        to = self.outer.continue_to
+        return None if to == "off" else self.final_horizon if to == "final" else int(to)
 
     def outer_step(self):
         """The configured :class:`~fdshpo.tune.step.OuterStep` (every runner's outer step)."""
         from ..tune.step import OuterStep
 
         return OuterStep(self.optimizer(), self.outer.replicas, self.outer.on_diverged,
-                         engine_options={"engine": self.engine})
+                         engine_options={"engine": self.engine},
+                         continue_to=self.continue_horizon)
 
     def problem(self, dataset, device: str = "cpu"):
         """The configured :class:`~fdshpo.tune.problem.ClassificationProblem` over ``dataset``."""
@@ -357,11 +379,20 @@ def _validate(data: Any) -> ExperimentConfig:
                         else [n for n in o.default("multiplicative") if n in step_sizes]),
         backtrack=o.boolean("backtrack"),
         select=o.choice("select", SELECTION_RULES),
-        on_diverged=o.choice("on_diverged", DIVERGENCE_POLICIES))
+        on_diverged=o.choice("on_diverged", DIVERGENCE_POLICIES),
+        grow=o.number("grow", low=-math.inf, high=math.inf),
+        continue_to=_continue_to(o.get("continue_to"), o.default("continue_to")))
     unlearned = [n for n in outer_cfg.multiplicative if n not in outer_cfg.step_sizes]
     if unlearned:
         raise UserError(f"outer.multiplicative names {unlearned}, which have no "
                         "outer.step_sizes entry and are not learned; add a step size or drop them")
+    if not 1 <= outer_cfg.grow <= MAX_GROWTH:
+        raise UserError(f"outer.grow must be in [1, {MAX_GROWTH:g}] (1: step sizes never grow, "
+                        f"the paper's loop), got {outer_cfg.grow:g}")
+    if isinstance(outer_cfg.continue_to, int) and outer_cfg.continue_to < sched_cfg.horizon:
+        raise UserError(f"outer.continue_to is {outer_cfg.continue_to} inner steps, shorter than "
+                        f"schedule.horizon ({sched_cfg.horizon}): give a longer horizon, final "
+                        "or off")
     _check_start(initial, bounds, outer_cfg.multiplicative)
 
     r = top.section("retrain", RetrainConfig)
@@ -399,6 +430,18 @@ def _validate(data: Any) -> ExperimentConfig:
     except ValueError as exc:
         raise UserError(f"outer.multiplicative: {exc} (schedule.bounds)") from None
     return config
+
+
+def _continue_to(value, default: int | str) -> int | str:
+    """``outer.continue_to``: ``off`` (or false), ``final`` or a positive number of steps."""
+    if value is None:
+        return default
+    if value is False or value == "off":
+        return "off"
+    if value == "final" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise UserError(f"outer.continue_to must be off, final (the final job's horizon, "
+                    f"retrain.horizon) or a number of inner steps, got {value!r}")
 
 
 def _check_start(initial: Mapping[str, float], bounds: Mapping[str, list],

@@ -4,6 +4,11 @@ Every learned value lambda keeps a step size s and the sign of its previous hype
 new hypergradient h:
 
     if sign(h) == -previous sign:   s <- s * decay                  (decay = 0.5 by default)
+    if sign(h) == +previous sign:   s <- min(s * grow, MAX_GROWTH * s_0)   (grow = 1 by default)
+
+(Rprop's two factors; ``grow`` > 1 lets a value that keeps moving the same way travel further
+each outer step, up to MAX_GROWTH times its initial step size s_0, so that a few outer steps can
+cover a wide range; the paper's loop has grow = 1),
 
 then a value takes one of two kinds of step (per hyperparameter name):
 
@@ -49,6 +54,10 @@ DEFAULT_STEP_SIZES: dict[str, float] = {"lr": 0.1, "momentum": 0.1, "weight_deca
 #: Step-size factor on a sign flip, and the convergence tolerance (the paper's values).
 DEFAULT_DECAY: float = 0.5
 DEFAULT_TOL: float = 0.05
+#: Step-size factor when a hypergradient keeps its sign (the paper's loop: 1, no growth), and the
+#: most a step size can grow, as a multiple of its initial size.
+DEFAULT_GROW: float = 1.0
+MAX_GROWTH: float = 10.0
 #: The kinds of step a learned value can take (module docstring).
 STEP_KINDS = ("additive", "multiplicative")
 
@@ -101,13 +110,16 @@ class SignOptimizer:
         multiplicative: the learned names that take multiplicative steps (the others additive).
         backtrack: step from the best schedule measured so far when the validation loss got
             worse (module docstring); ``update`` then needs ``val_loss``.
+        grow: factor applied to a value's step size when its hypergradient keeps its sign, >= 1
+            (capped at MAX_GROWTH times the initial step size; 1: the paper's loop).
 
     The optimiser is stateless; its state is the explicit :class:`SignState`.
     """
 
     def __init__(self, step_sizes: Mapping[str, float] | None = None,
                  decay: float = DEFAULT_DECAY, tol: float = DEFAULT_TOL,
-                 multiplicative: Sequence[str] = (), backtrack: bool = False) -> None:
+                 multiplicative: Sequence[str] = (), backtrack: bool = False,
+                 grow: float = DEFAULT_GROW) -> None:
         step_sizes = dict(DEFAULT_STEP_SIZES if step_sizes is None else step_sizes)
         if not step_sizes:
             raise ValueError("step_sizes is empty; give a step size for each learned name")
@@ -120,6 +132,9 @@ class SignOptimizer:
             raise ValueError(f"decay must be in (0, 1], got {decay}")
         if not tol > 0:
             raise ValueError(f"tol must be positive, got {tol}")
+        if not (isinstance(grow, (int, float)) and 1 <= grow <= MAX_GROWTH):
+            raise ValueError(f"grow must be a number in [1, {MAX_GROWTH:g}] (1: step sizes never "
+                             f"grow, the paper's loop), got {grow!r}")
         if isinstance(multiplicative, str):
             multiplicative = (multiplicative,)
         check_names(list(multiplicative), "multiplicative step")
@@ -132,6 +147,7 @@ class SignOptimizer:
         self.tol = float(tol)
         self.multiplicative = tuple(n for n in HYPERPARAMETERS if n in multiplicative)
         self.backtrack = bool(backtrack)
+        self.grow = float(grow)
 
     @property
     def learn(self) -> tuple[str, ...]:
@@ -206,9 +222,12 @@ class SignOptimizer:
         new_values, new_sizes, new_signs = {}, {}, {}
         for name, g in grads.items():
             sign = torch.sign(g)
-            flipped = sign * state.signs[name] < 0
-            sizes = torch.where(flipped, state.step_sizes[name] * self.decay,
-                                state.step_sizes[name])
+            sizes = state.step_sizes[name]
+            agreement = sign * state.signs[name]
+            cap = MAX_GROWTH * self.step_sizes[name]
+            grown = torch.where(sizes < cap, (sizes * self.grow).clamp(max=cap), sizes)
+            sizes = torch.where(agreement < 0, sizes * self.decay,
+                                torch.where(agreement > 0, grown, sizes))
             new_values[name] = self._step(name, schedule, sign, sizes)
             new_sizes[name] = sizes
             new_signs[name] = torch.where(sign != 0, sign, state.signs[name])

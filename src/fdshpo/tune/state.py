@@ -59,6 +59,11 @@ class OuterStepRecord:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+def record_horizon(record: OuterStepRecord) -> int:
+    """The number of inner steps the outer step's schedule ran."""
+    return int(record.schedule["num_steps"])
+
+
 @dataclass(frozen=True)
 class TuneState:
     """Everything needed to continue the outer loop: a checkpoint is ``to_dict()`` of this."""
@@ -70,10 +75,16 @@ class TuneState:
     history: tuple[OuterStepRecord, ...] = field(default_factory=tuple)
 
     def best_record(self) -> OuterStepRecord | None:
-        """The outer step whose schedule had the lowest validation loss (the latest of equals),
-        or None when no step finished an inner run."""
+        """The outer step whose schedule had the lowest validation loss (the latest of equals)
+        on the longest horizon any finished step ran (a loop that continues on longer horizons,
+        :class:`fdshpo.tune.step.OuterStep`'s ``continue_to``, compares only losses over the
+        same number of steps), or None when no step finished an inner run."""
         finished = [r for r in self.history if math.isfinite(r.val_loss)]
-        return min(reversed(finished), key=lambda r: r.val_loss) if finished else None
+        if not finished:
+            return None
+        horizon = max(record_horizon(r) for r in finished)
+        return min(reversed([r for r in finished if record_horizon(r) == horizon]),
+                   key=lambda r: r.val_loss)
 
     def to_dict(self) -> dict:
         return {"schedule": self.schedule.to_dict(),

@@ -12,6 +12,10 @@ From a :class:`~fdshpo.tune.state.TuneState` with schedule lambda_s:
                         lowers every learning rate by its step size (the step is still paid for)
             "raise"     InnerRunDiverged naming the replica, the inner step and the values
         lambda_{s+1}, sign state = optimizer.update(lambda_s, h, sign state, mean loss)
+        with ``continue_to`` = T_max, once every value has converged on a horizon T < T_max:
+            lambda_{s+1} = the best-validated schedule on T, stretched to min(2 T, T_max) steps,
+            with a fresh sign state (the initial step sizes): the loop goes on over the longer
+            horizon (the paper's runs also grow it: 1 epoch, then 10-epoch outer steps)
         record: the schedule used, h, each replica's h and loss, the step sizes after, the
                 compute spent (the sum of the replicas' seconds, however they ran), and the
                 engine that computed the hypergradients and why (``engine="auto"``'s choice,
@@ -137,6 +141,9 @@ class OuterStep:
         replicas: inner runs per outer step whose hypergradients are averaged.
         on_diverged: ``"lower_lr"`` or ``"raise"`` (module docstring).
         loss_fn: the training and validation loss.
+        continue_to: None (stop once converged), or the longest horizon the loop goes on to
+            after converging: each convergence on a shorter one doubles the horizon (module
+            docstring); e.g. the final job's number of steps.
         engine_options: passed to :func:`~fdshpo.hypergradient`: ``engine`` ("auto",
             "forward", "reverse"), ``recompute_every`` (reverse mode's interval between stored
             trajectory states), clamps, HVP form, ``prices``/``memory_limit`` (what "auto"
@@ -149,10 +156,15 @@ class OuterStep:
     on_diverged: str = "lower_lr"
     loss_fn: LossFn = nn.functional.cross_entropy
     engine_options: Mapping = field(default_factory=dict)
+    continue_to: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.replicas, int) or self.replicas < 1:
             raise ValueError(f"replicas must be a positive int, got {self.replicas!r}")
+        if self.continue_to is not None and not (
+                isinstance(self.continue_to, int) and self.continue_to >= 1):
+            raise ValueError(f"continue_to must be None or a positive number of inner steps, "
+                             f"got {self.continue_to!r}")
         if self.on_diverged not in DIVERGENCE_POLICIES:
             raise ValueError(f"on_diverged must be one of {list(DIVERGENCE_POLICIES)}, got "
                              f"{self.on_diverged!r}")
@@ -234,7 +246,21 @@ class OuterStep:
             seconds=math.fsum(r.seconds for r in results), converged=converged,
             diverged_replicas=[r.replica for r in diverged],
             engine=next((r.engine for r in results if r.engine is not None), None))
-        return TuneState(schedule, opt_state, s + 1, converged, state.history + (record,))
+        after = TuneState(schedule, opt_state, s + 1, converged, state.history + (record,))
+        return self.continued(after) if converged else after
+
+    def continued(self, state: TuneState) -> TuneState:
+        """``state`` (converged) continued over a longer horizon, when ``continue_to`` has one
+        left: the best-validated schedule so far stretched to min(2 T, continue_to) steps, with
+        a fresh sign state (module docstring); else ``state`` itself."""
+        horizon = state.schedule.num_steps
+        if self.continue_to is None or horizon >= self.continue_to:
+            return state
+        best = state.best_record()
+        start = state.schedule if best is None else Schedule.from_dict(best.schedule)
+        longer = start.stretched(min(2 * horizon, self.continue_to))
+        return TuneState(longer, self.optimizer.init(longer), state.next_outer_step, False,
+                         state.history)
 
     def step(self, make_task: TaskFactory, state: TuneState,
              checkpointer: ResumableInnerRun | None = None,
