@@ -113,7 +113,7 @@ def test_a_config_without_outer_gets_the_settings_measured_best(tmp_path):
     assert o.step_sizes == {"lr": 0.3, "momentum": 0.3, "weight_decay": 0.3}
     assert o.multiplicative == ["lr", "momentum", "weight_decay"]
     assert (o.backtrack, o.select, o.decay, o.tol) == (True, "best", 0.5, 0.05)
-    assert (o.grow, o.continue_to) == (2.0, "off")  # bench/results/ablation-*-grow-continue.md
+    assert (o.grow, o.continue_to) == (1.0, "off")  # bench/results/ablation-*.md: no gain
     assert s.initial == {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-5}
     assert s.bounds == {"lr": [1e-4, 1.0], "momentum": [0.0, 0.99],
                         "weight_decay": [1e-6, 0.01]}
@@ -124,7 +124,7 @@ def test_a_config_without_outer_gets_the_settings_measured_best(tmp_path):
         s.initial, s.bounds, s.shapes)
     optimizer = config.optimizer()
     assert (optimizer.multiplicative, optimizer.backtrack, optimizer.grow) == (
-        ("lr", "momentum", "weight_decay"), True, 2.0)
+        ("lr", "momentum", "weight_decay"), True, 1.0)
 
 
 @pytest.mark.parametrize("value,expected", [("off", None), (False, None), ("final", 300),
