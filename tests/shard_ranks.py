@@ -141,3 +141,28 @@ def rank_main(rank: int, world_size: int, out_dir: str, cases: list[str], timeou
     finally:
         if die_at is None:
             dist.destroy_process_group()
+
+
+#: Seconds a test waits for each rank process before killing it.
+JOIN_S = 240
+
+
+def spawn(target, tmp_path, *args, world_size=2, per_rank=None) -> list[int | None]:
+    """Run ``target(rank, world_size, tmp_path, *args, *per_rank(rank))`` in a spawned process
+    per rank, wait up to JOIN_S each, kill what still runs; their exit codes."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(r, world_size, str(tmp_path), *args,
+                                              *(per_rank(r) if per_rank else ())))
+             for r in range(world_size)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(JOIN_S)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return codes

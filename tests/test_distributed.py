@@ -8,39 +8,21 @@ thread per rank, bounded by a join timeout.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 
 import pytest
 import torch
-from shard_ranks import CASES, run_case
+from shard_ranks import CASES, rank_main, run_case, spawn
 
 from fdshpo.data.batches import ShuffledBatches, shard_bounds
 from fdshpo.engines.shards import shard_of
 
 TOLERANCE = 1e-10
-JOIN_S = 240
-
 
 def spawn_ranks(tmp_path, cases, timeout_s=60.0, die_at=None, world_size=2, stall_s=0.0):
-    """Run the ranks to the end; their exit codes."""
-    import shard_ranks
-
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=shard_ranks.rank_main,
-                         args=(r, world_size, str(tmp_path), cases, timeout_s,
-                               die_at if r == 1 else None, stall_s))
-             for r in range(world_size)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_S)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return codes
+    """Run the ranks to the end (rank 1 dies after inner step ``die_at``); their exit codes."""
+    return spawn(rank_main, tmp_path, cases, timeout_s, world_size=world_size,
+                 per_rank=lambda r: (die_at if r == 1 else None, stall_s))
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:

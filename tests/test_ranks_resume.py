@@ -6,33 +6,14 @@ mismatch on one rank is reported by every rank, naming it."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import sys
 
 import pytest
 import torch
-
-JOIN_S = 240
+from shard_ranks import spawn
 
 if sys.platform != "linux":  # spawn + gloo on loopback is what CI runs
     pytestmark = pytest.mark.skip("gloo ranks are tested on Linux")
-
-
-def spawn(target, tmp_path, *args, world_size=2):
-    """Run ``target(rank, world_size, tmp_path, *args)`` in each rank; their exit codes."""
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=target, args=(r, world_size, str(tmp_path), *args))
-             for r in range(world_size)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(JOIN_S)
-    codes = [p.exitcode for p in procs]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            p.join()
-    return codes
 
 
 def assert_same(a: dict, b: dict) -> None:
