@@ -72,8 +72,6 @@ VARIANTS: dict[str, tuple[str, dict, dict, dict]] = {
     "max-steps-4": ("at most 4 outer steps", {"outer_steps": 4}, {}, {}),
     "max-steps-6": ("at most 6 outer steps", {"outer_steps": 6}, {}, {}),
     "max-steps-10": ("at most 10 outer steps", {"outer_steps": 10}, {}, {}),
-    "grow-1.5": ("step sizes grow x1.5 while a hypergradient keeps its sign (Rprop's eta+)",
-                 {"grow": 1.5}, {}, {}),
     "grow-2": ("step sizes grow x2 while a hypergradient keeps its sign", {"grow": 2.0}, {}, {}),
     "continue": ("once converged, go on over doubled horizons up to the final job's",
                  {"continue_to": "final"}, {}, {}),

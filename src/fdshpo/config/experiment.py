@@ -88,7 +88,7 @@ from ..errors import UserError
 from ..models import INITS, is_known_model, known_models
 from ..schedule import HYPERPARAMETERS
 from ..store import DEFAULT_STORE
-from ..tune.sign import DEFAULT_DECAY, DEFAULT_STEP_SIZES, DEFAULT_TOL, MAX_GROWTH
+from ..tune.sign import DEFAULT_DECAY, DEFAULT_GROW, DEFAULT_STEP_SIZES, DEFAULT_TOL, MAX_GROWTH
 from . import kube
 from .reader import Section
 
@@ -104,9 +104,6 @@ DEFAULT_INITIAL = {"lr": 0.05, "momentum": 0.5, "weight_decay": 1e-5}
 DEFAULT_CONFIG_BOUNDS = {"lr": [1e-4, 1.0], "momentum": [0.0, 0.99], "weight_decay": [1e-6, 0.01]}
 DEFAULT_SHAPES = {"lr": "linear"}
 DEFAULT_OUTER_STEP_SIZES = {"lr": 0.3, "momentum": 0.3, "weight_decay": 0.3}
-#: Step sizes do not grow while a hypergradient keeps its sign (2 won on the MLP, lost on
-#: LeNet-5: README, "Quality: what we measured").
-DEFAULT_OUTER_GROW = 1.0
 
 
 @dataclass(frozen=True)
@@ -142,7 +139,7 @@ class OuterConfig:
     backtrack: bool = True
     select: str = "best"
     on_diverged: str = "lower_lr"
-    grow: float = DEFAULT_OUTER_GROW
+    grow: float = DEFAULT_GROW  # the paper's 1: growth 2 won on the MLP, lost on LeNet-5 (README)
     continue_to: int | str = "off"
 
 
